@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..access import Principal
 
 SERVICES_KEY: web.AppKey["Services"] = web.AppKey("services")
-_CTX_KEY = "xt_context"
+_CTX_KEY: web.RequestKey["RequestContext"] = web.RequestKey("xt_context")
 
 
 @dataclass
