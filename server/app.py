@@ -14,6 +14,8 @@ from aiohttp import web
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
 from .errors import XtError
+from .gateway.handler import Gateway
+from .gateway.hub import Hub
 from .http import ROUTE_TABLES
 from .http.context import SERVICES_KEY
 from .http.framework import add_routes, json_response
@@ -22,6 +24,7 @@ from .services import Services
 log = logging.getLogger(__name__)
 
 ORIGINS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_origins")
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _SECURITY_HEADERS = {
@@ -74,6 +77,8 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
+    if response.prepared:  # a WebSocket: its headers went out with the upgrade
+        return response
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.path.startswith("/v1/"):
@@ -89,4 +94,17 @@ def create_app(services: Services, *, allowed_origins: tuple[str, ...]) -> web.A
     app[SERVICES_KEY] = services
     app[ORIGINS_KEY] = frozenset(allowed_origins)
     add_routes(app, ROUTE_TABLES)
+    hub = Hub(services.store, services.bus)
+    gateway = Gateway(services, hub, app[ORIGINS_KEY])
+    app[GATEWAY_KEY] = gateway
+    app.router.add_get("/v1/ws", gateway.handle, name="gateway")
+
+    async def start_bus(app: web.Application) -> None:
+        await services.bus.start(hub.handle)
+
+    async def drain_gateway(app: web.Application) -> None:
+        await gateway.shutdown()
+
+    app.on_startup.append(start_bus)
+    app.on_shutdown.append(drain_gateway)
     return app

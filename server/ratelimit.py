@@ -44,6 +44,8 @@ class Limits:
     DEFAULT_RULES = {
         "login": Rule(rate=0.5, burst=20),  # per IP: 20 at once, then one every 2 s
         "password": Rule(rate=1 / 30, burst=5),  # per user
+        "send": Rule(rate=20, burst=40),  # per user: messages, forwards
+
     }
 
     def __init__(self, rules: dict[str, Rule] | None = None, clock=time.monotonic):

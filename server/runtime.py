@@ -64,8 +64,10 @@ class RunningServer:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self) -> None:
-        await self.runner.cleanup()  # stops accepting, waits for in-flight handlers
-        await self.services.store.close()
+        # Stop accepting, tell connected devices to reconnect, finish in-flight requests and
+        # queued writes, then release the bus and the database.
+        await self.runner.cleanup()
+        await self.services.close()
         self.stopped.set()
 
 

@@ -13,8 +13,15 @@ from .audit.service import AuditService
 from .auth.keys import KeyRing
 from .auth.service import AuthService
 from .auth.tokens import TokenIssuer, TokenVerifier
+from .bus import Bus, InProcessBus
 from .config import Settings
 from .directory.service import DirectoryService
+from .messaging.conversations import ConversationService
+from .messaging.fanout import Fanout
+from .messaging.messages import MessageService
+from .messaging.receipts import ReadStateService
+from .messaging.sync import SyncService
+from .messaging.writer import EventWriter
 from .ratelimit import Limits
 from .store import Store
 
@@ -31,10 +38,23 @@ class Services:
     directory: DirectoryService
     admin: AdminService
     limits: Limits
+    bus: Bus
+    writer: EventWriter
+    conversations: ConversationService
+    messages: MessageService
+    read_state: ReadStateService
+    sync: SyncService
+
+    async def close(self) -> None:
+        """Finish queued writes, then release the bus and the database."""
+        await self.writer.stop()
+        await self.bus.close()
+        await self.store.close()
 
 
-def build_services(settings: Settings, store: Store, keys: KeyRing | None = None) -> Services:
+def build_services(settings: Settings, store: Store, keys: KeyRing | None = None, bus: Bus | None = None) -> Services:
     keys = keys or KeyRing.load_or_create(settings.effective_keys_dir)
+    bus = bus or InProcessBus()
     issuer = TokenIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                          ttl_seconds=settings.access_token_ttl)
     verifier = TokenVerifier.for_key_ring(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
@@ -42,4 +62,14 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
     auth = AuthService(settings, store, issuer, verifier, audit)
     directory = DirectoryService(store)
     admin = AdminService(store, audit, auth)
-    return Services(settings, store, keys, issuer, verifier, audit, auth, directory, admin, Limits())
+    writer = EventWriter(store, Fanout(bus).events_written)
+    conversations = ConversationService(store, writer, directory)
+    messages = MessageService(store, writer, conversations, audit)
+    read_state = ReadStateService(store, conversations, bus)
+    sync = SyncService(store, messages)
+    # Hooks between components: hidden users stay reachable for people who already talk with them;
+    # unit groups follow the directory.
+    directory.shares_conversation = conversations.shares_conversation
+    admin.membership_listeners.append(conversations.follow_unit_membership)
+    return Services(settings, store, keys, issuer, verifier, audit, auth, directory, admin, Limits(), bus, writer,
+                    conversations, messages, read_state, sync)

@@ -15,7 +15,9 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from .audit import AuditStore
+from .conversations import ConversationsStore
 from .devices import DevicesStore
+from .events import EventsStore
 from .indexes import IndexSpec
 from .meta import MetaStore
 from .units import UnitsStore
@@ -33,6 +35,8 @@ class Store:
         self.devices = DevicesStore(self.db)
         self.audit = AuditStore(self.db)
         self.meta = MetaStore(self.db)
+        self.conversations = ConversationsStore(self.db)
+        self.events = EventsStore(self.db)
 
     @classmethod
     def connect(cls, url: str, db_name: str) -> "Store":
@@ -41,7 +45,7 @@ class Store:
         return cls(client, db_name)
 
     def _domain_stores(self) -> list[Any]:
-        return [self.units, self.users, self.devices, self.audit, self.meta]
+        return [self.units, self.users, self.devices, self.audit, self.meta, self.conversations, self.events]
 
     async def ensure_indexes(self) -> None:
         """Create every declared index; re-running with the same declarations changes nothing."""

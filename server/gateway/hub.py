@@ -1,0 +1,117 @@
+"""The hub: which local connections receive which frames.
+
+It keeps, for this process only, the connections of each user and the conversations of each
+connected user (loaded once when a user's first device connects, then kept current from the
+``member.*`` events themselves). Delivery is a dictionary walk and a queue append per device — no
+database read per delivered event. A removed member is dropped from the routing right after the
+removal event is delivered to them, on every process that holds their connections, so nothing
+after it reaches them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from ..bus import Bus, Envelope
+from ..store import Store
+from .connection import CLOSE_REPLACED, CLOSE_REVOKED, Connection
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    def __init__(self, store: Store, bus: Bus):
+        self.store = store
+        self.bus = bus
+        self.devices: dict[str, Connection] = {}  # device id -> its one connection
+        self.user_connections: dict[str, set[Connection]] = defaultdict(set)
+        self.user_conversations: dict[str, set[str]] = {}
+        self.conversation_users: dict[str, set[str]] = defaultdict(set)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.devices)
+
+    async def register(self, conn: Connection) -> None:
+        """Route to ``conn`` from now on; a previous connection of the same device is replaced."""
+        old = self.devices.get(conn.device_id)
+        if old is not None and old is not conn:
+            old.abort(CLOSE_REPLACED, "replaced by a newer connection of this device")
+            self._drop(old)
+        self.devices[conn.device_id] = conn
+        first = not self.user_connections[conn.user_id]
+        self.user_connections[conn.user_id].add(conn)
+        if first:
+            conversations = set(await self.store.conversations.active_conversation_ids(conn.user_id))
+            if not self.user_connections.get(conn.user_id):  # disconnected while we were loading
+                return
+            self.user_conversations[conn.user_id] = conversations
+            for cid in conversations:
+                self.conversation_users[cid].add(conn.user_id)
+            await self.bus.subscribe(conversations=conversations, users=[conn.user_id])
+
+    async def unregister(self, conn: Connection) -> None:
+        if self.devices.get(conn.device_id) is conn:
+            del self.devices[conn.device_id]
+        unused = self._drop(conn)
+        if unused is not None:
+            await self.bus.unsubscribe(conversations=unused, users=[conn.user_id])
+
+    def _drop(self, conn: Connection) -> set[str] | None:
+        """Remove ``conn``; when it was the user's last, forget the user's routing and return the
+        conversations no other local user needs."""
+        connections = self.user_connections.get(conn.user_id)
+        if connections is None:
+            return None
+        connections.discard(conn)
+        if connections:
+            return None
+        del self.user_connections[conn.user_id]
+        unused = set()
+        for cid in self.user_conversations.pop(conn.user_id, set()):
+            users = self.conversation_users.get(cid)
+            if users is not None:
+                users.discard(conn.user_id)
+                if not users:
+                    del self.conversation_users[cid]
+                    unused.add(cid)
+        return unused
+
+    def is_member(self, user_id: str, conversation_id: str) -> bool:
+        return conversation_id in self.user_conversations.get(user_id, ())
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Deliver one bus envelope to the local connections it concerns."""
+        if envelope.kind == "conversation":
+            cid = envelope.target
+            for user_id in envelope.members_added:
+                if user_id in self.user_conversations and cid not in self.user_conversations[user_id]:
+                    self.user_conversations[user_id].add(cid)
+                    self.conversation_users[cid].add(user_id)
+                    await self.bus.subscribe(conversations=[cid])
+            for user_id in self.conversation_users.get(cid, ()):
+                for conn in self.user_connections.get(user_id, ()):
+                    if conn.device_id != envelope.exclude_device:
+                        conn.enqueue(envelope.frame)
+            for user_id in envelope.members_removed:
+                conversations = self.user_conversations.get(user_id)
+                if conversations is not None and cid in conversations:
+                    conversations.discard(cid)
+                    users = self.conversation_users.get(cid)
+                    if users is not None:
+                        users.discard(user_id)
+                        if not users:
+                            del self.conversation_users[cid]
+                            await self.bus.unsubscribe(conversations=[cid])
+        elif envelope.kind == "user":
+            for conn in self.user_connections.get(envelope.target, ()):
+                if envelope.device_id is None or conn.device_id == envelope.device_id:
+                    conn.enqueue(envelope.frame)
+        elif envelope.kind == "revoke":
+            for conn in list(self.user_connections.get(envelope.target, ())):
+                if envelope.device_id is None or conn.device_id == envelope.device_id:
+                    conn.abort(CLOSE_REVOKED, "this device was signed out")
+
+    def all_connections(self) -> list[Connection]:
+        return list(self.devices.values())

@@ -1,0 +1,1 @@
+"""The messaging core: conversations, their ordered event logs, read state and sync."""

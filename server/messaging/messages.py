@@ -1,0 +1,238 @@
+"""Sending, editing, recalling and reading messages.
+
+* **Send** is idempotent by ``(sender, client_msg_id)``: a retry — same socket, new socket, other
+  server process — returns the stored original with its seq.
+* **Edit**: text messages, by their sender, within :data:`EDIT_WINDOW`. The stored message takes the
+  new text (reads return the current state) and a ``message.edited`` event carries it to devices
+  that already hold the old one.
+* **Recall** (撤回): the sender within :data:`RECALL_WINDOW`; the owner and admins of a group at any
+  time. The content is removed from the stored event first — so no later read can return it —
+  then a ``message.recalled`` event tells devices to drop their copy. Recalls are audited.
+* **Card update**: the sender of a card replaces it (``card.updated``), e.g. an approval card whose
+  status changed.
+* **Delete for me** hides events from the caller's own reads only.
+
+Edits, recalls and card updates carry a system ``client_msg_id`` derived from their target, so
+retrying one never writes it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+from ..access import Principal
+from ..audit.service import AuditService, Origin
+from ..errors import XtError
+from ..models import utcnow
+from ..store import Store
+from .conversations import ConversationService, Membership
+from .models import Card, Event, Forward, ForwardedItem, Message
+from .writer import Draft, EventWriter, Written
+
+EDIT_WINDOW = timedelta(minutes=15)
+RECALL_WINDOW = timedelta(minutes=2)
+MAX_PAGE = 200
+MAX_FORWARD_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Page:
+    events: list[Event]  # without the events the reader deleted for themself
+    first: int  # the seq range the page covers (first > last for an empty page)
+    last: int
+    has_more: bool  # more events exist beyond this page in the direction read
+    readable_from: int  # the first seq the caller may read
+    readable_until: int  # the last seq the caller may read
+
+
+def validate_message(message: Message) -> Message:
+    """Check that the fields fit the kind; refuse what a client should never send."""
+    kind = message.kind
+    present = {name for name in ("card", "file", "forward") if getattr(message, name) is not None}
+    expected = {"text": set(), "card": {"card"}, "file": {"file"}, "image": {"file"}, "forward": {"forward"}}[kind]
+    if present != expected:
+        raise XtError("request.invalid", f"a {kind} message carries exactly: {sorted(expected) or 'text'}")
+    if kind == "text":
+        if message.text is None or not message.text.strip():
+            raise XtError("request.invalid", "text: a text message needs text")
+    if message.text is not None and "\x00" in message.text:
+        raise XtError("request.invalid", "text: contains a NUL character")
+    if len(set(message.mentions)) != len(message.mentions):
+        raise XtError("request.invalid", "mentions: each user once")
+    return message
+
+
+class MessageService:
+    def __init__(self, store: Store, writer: EventWriter, conversations: ConversationService, audit: AuditService):
+        self.store = store
+        self.writer = writer
+        self.conversations = conversations
+        self.audit = audit
+
+    async def send(self, me: Principal, conversation_id: str, client_msg_id: str, message: Message) -> Written:
+        """Append a message. Membership, mute-all and @all rights are checked by the writer in the
+        same batch that stores it (one query per batch, not per message)."""
+        validate_message(message)
+        if message.kind == "forward":
+            raise XtError("request.invalid", "Use forward to forward messages.")
+        return await self.writer.append(Draft(conversation_id, "message", me.user_id, client_msg_id=client_msg_id,
+                                              message=message, policy="send"))
+
+    async def forward(self, me: Principal, conversation_id: str, client_msg_id: str, source_conversation_id: str,
+                      seqs: list[int], mode: str, title: str) -> Written:
+        """Forward messages the caller can read into another conversation, as copies."""
+        source = await self.conversations.membership(me, source_conversation_id)
+        wanted = sorted(set(seqs))
+        if mode == "single" and len(wanted) != 1:
+            raise XtError("request.invalid", "A single forward carries exactly one message.")
+        lo, hi = self._readable(source)
+        if wanted[0] < lo or wanted[-1] > hi:
+            raise XtError("not_found", "Some of these messages are not readable to you.")
+        events = {e.seq: e for e in await self.store.events.range(source_conversation_id, wanted[0], wanted[-1])}
+        hidden = await self.store.events.hidden_seqs(me.user_id, source_conversation_id, wanted[0], wanted[-1])
+        picked = [events.get(s) for s in wanted]
+        if any(e is None or e.type != "message" or e.recalled or e.message is None or e.seq in hidden for e in picked):
+            raise XtError("not_found", "Some of these messages cannot be forwarded (recalled, deleted or not messages).")
+        names = {u.id: u.display_name for u in (await self.store.users.get_many(
+            [e.sender_id for e in picked if e and e.sender_id])).values()}
+        items = []
+        for event in picked:
+            assert event is not None and event.message is not None
+            inner = event.message
+            if inner.forward is not None and _depth(inner.forward) >= MAX_FORWARD_DEPTH:
+                raise XtError("request.invalid", f"Forwarded records nest at most {MAX_FORWARD_DEPTH} deep.")
+            items.append(ForwardedItem(sender_id=event.sender_id, sender_name=names.get(event.sender_id or "", ""),
+                                       created_at=event.created_at, kind=inner.kind, text=inner.text,
+                                       card=inner.card, file=inner.file, forward=inner.forward))
+        message = Message(kind="forward", forward=Forward(mode=mode, title=title,  # type: ignore[arg-type]
+                                                          source_conversation_id=source_conversation_id, items=items))
+        return await self.writer.append(Draft(conversation_id, "message", me.user_id, client_msg_id=client_msg_id,
+                                              message=message, policy="send"))
+
+    # ---- changing a sent message -------------------------------------------------------------------
+
+    async def _target(self, m: Membership, seq: int) -> Event:
+        lo, hi = self._readable(m)
+        if not lo <= seq <= hi:
+            raise XtError("not_found", "No such message.")
+        event = await self.store.events.get(m.conversation.id, seq)
+        if event is None:
+            raise XtError("not_found", "No such message.")
+        if event.type != "message" or event.recalled:
+            raise XtError("message.not_editable")
+        return event
+
+    async def edit(self, me: Principal, conversation_id: str, seq: int, text: str) -> Written:
+        m = await self.conversations.membership(me, conversation_id, active=True)
+        target = await self._target(m, seq)
+        if target.sender_id != me.user_id:
+            raise XtError("perm.forbidden", "Only the sender edits a message.")
+        if target.message is None or target.message.kind != "text":
+            raise XtError("message.not_editable", "Only text messages are edited.")
+        if utcnow() - target.created_at > EDIT_WINDOW:
+            raise XtError("message.edit_window_passed")
+        new = validate_message(Message(kind="text", text=text, mentions=target.message.mentions,
+                                       mention_all=target.message.mention_all, reply_to=target.message.reply_to))
+        updated = await self.store.events.update_target(
+            conversation_id, seq, {"recalled": {"$ne": True},
+                                   "edit_version": target.edit_version if target.edit_version else {"$in": [0, None]}},
+            {"message.text": text, "edited_at": utcnow()}, inc={"edit_version": 1})
+        if updated is None:
+            raise XtError("message.not_editable", "The message changed meanwhile; try again.")
+        return await self.writer.append(Draft(
+            conversation_id, "message.edited", me.user_id, client_msg_id=f"edit:{conversation_id}:{seq}:"
+            f"{updated.edit_version}", message=new, target_seq=seq, policy="send"))
+
+    async def recall(self, me: Principal, conversation_id: str, seq: int, origin: Origin) -> Written:
+        m = await self.conversations.membership(me, conversation_id, active=True)
+        if m.conversation.status != "active":
+            raise XtError("conversation.dissolved")
+        lo, hi = self._readable(m)
+        if not lo <= seq <= hi:
+            raise XtError("not_found", "No such message.")
+        target = await self.store.events.get(conversation_id, seq)
+        if target is None or target.type != "message":
+            raise XtError("message.not_editable")
+        moderator = m.conversation.kind != "direct" and m.member.role in ("owner", "admin")
+        if not moderator:
+            if target.sender_id != me.user_id:
+                raise XtError("perm.forbidden", "You may recall only your own messages.")
+            if not target.recalled and utcnow() - target.created_at > RECALL_WINDOW:
+                raise XtError("message.recall_window_passed")
+        if not target.recalled:
+            await self.store.events.update_target(conversation_id, seq, {},
+                                                  {"recalled": True, "recalled_by": me.user_id},
+                                                  unset=["message"])
+            await self.audit.record("message.recall", origin=origin, actor_id=me.user_id, target_type="event",
+                                    target_id=target.id, details={"sender_id": target.sender_id})
+        # Idempotent: a retried recall finds its event by the derived client_msg_id.
+        return await self.writer.append(Draft(conversation_id, "message.recalled", me.user_id,
+                                              client_msg_id=f"recall:{conversation_id}:{seq}", target_seq=seq))
+
+    async def update_card(self, me: Principal, conversation_id: str, seq: int, card: Card,
+                          client_msg_id: str) -> Written:
+        m = await self.conversations.membership(me, conversation_id, active=True)
+        target = await self._target(m, seq)
+        if target.sender_id != me.user_id or target.message is None or target.message.kind != "card":
+            raise XtError("perm.forbidden", "Only the sender of a card updates it.")
+        await self.store.events.update_target(conversation_id, seq, {"recalled": {"$ne": True}},
+                                              {"message.card": _builtins(card), "edited_at": utcnow()},
+                                              inc={"edit_version": 1})
+        return await self.writer.append(Draft(conversation_id, "card.updated", me.user_id,
+                                              client_msg_id=client_msg_id, message=Message(kind="card", card=card),
+                                              target_seq=seq, policy="send"))
+
+    async def hide(self, me: Principal, conversation_id: str, seqs: list[int]) -> None:
+        m = await self.conversations.membership(me, conversation_id)
+        lo, hi = self._readable(m)
+        if any(not lo <= s <= hi for s in seqs):
+            raise XtError("not_found", "No such message.")
+        await self.store.events.hide(me.user_id, conversation_id, sorted(set(seqs)), utcnow())
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _readable(m: Membership) -> tuple[int, int]:
+        return m.member.joined_seq, m.readable_until
+
+    async def history(self, me: Principal, conversation_id: str, *, before: int | None = None,
+                      after: int | None = None, limit: int = 50) -> Page:
+        """A page of the log: the ``limit`` events before ``before`` (newest page when both are None),
+        or after ``after``, in seq order, without the events the caller deleted for themself."""
+        if before is not None and after is not None:
+            raise XtError("request.invalid", "Give before or after, not both.")
+        limit = max(1, min(limit, MAX_PAGE))
+        m = await self.conversations.membership(me, conversation_id)
+        return await self.read_page(m, me.user_id, before=before, after=after, limit=limit)
+
+    async def read_page(self, m: Membership, user_id: str, *, before: int | None, after: int | None,
+                        limit: int) -> Page:
+        lo, hi = self._readable(m)
+        if (after is not None and after > hi) or (before is not None and before > hi + 1):
+            raise XtError("message.seq_out_of_range", details={"last_seq": hi})
+        if after is not None:
+            first, last = max(after + 1, lo), min(after + limit, hi)
+            more = last < hi
+        else:
+            end = hi if before is None else before - 1
+            first, last = max(end - limit + 1, lo), end
+            more = first > lo
+        if last < first:
+            return Page([], first, last, False, lo, hi)
+        events = await self.store.events.range(m.conversation.id, first, last)
+        hidden = await self.store.events.hidden_seqs(user_id, m.conversation.id, first, last)
+        if hidden:
+            events = [e for e in events if e.seq not in hidden]
+        return Page(events, first, last, more, lo, hi)
+
+
+def _depth(forward: Forward) -> int:
+    return 1 + max((_depth(i.forward) for i in forward.items if i.forward is not None), default=0)
+
+
+def _builtins(card: Card) -> dict[str, Any]:
+    return msgspec.to_builtins(card)
