@@ -56,6 +56,20 @@ CODES: dict[str, ErrorSpec] = {
     "unit.invalid_parent": ErrorSpec(400, "The parent unit cannot hold a unit of this level."),
     "unit.not_empty": ErrorSpec(409, "The unit still has active sub-units or members."),
     "user.last_membership": ErrorSpec(409, "A user must belong to at least one unit."),
+    # Conversations and messages.
+    "conversation.muted_all": ErrorSpec(403, "Only the owner and admins may speak while mute-all is on."),
+    "conversation.dissolved": ErrorSpec(409, "The conversation was dissolved; nothing more can be sent."),
+    "conversation.full": ErrorSpec(409, "The group has reached its member limit."),
+    "conversation.owner_must_transfer": ErrorSpec(409, "The owner must transfer ownership before leaving."),
+    "conversation.contact_forbidden": ErrorSpec(
+        403, "The directory's visibility rules do not allow contacting this user."),
+    "message.edit_window_passed": ErrorSpec(409, "The time to edit this message has passed."),
+    "message.recall_window_passed": ErrorSpec(409, "The time to recall this message has passed (2 minutes)."),
+    "message.not_editable": ErrorSpec(409, "This event cannot be edited, recalled or updated (wrong kind, or recalled)."),
+    "message.client_id_reused": ErrorSpec(
+        409, "This client_msg_id was already used for a message in another conversation."),
+    "message.seq_out_of_range": ErrorSpec(400, "The seq is beyond the conversation's last event."),
+    "receipts.group_too_large": ErrorSpec(409, "Read receipts are not kept for groups this large."),
     # Server side.
     "server.unavailable": ErrorSpec(503, "A backing service (database) is unreachable; retry."),
     "server.internal": ErrorSpec(500, "Unexpected server error (logged with `details.incident`)."),
