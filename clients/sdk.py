@@ -5,7 +5,9 @@ What it does for you (the algorithms of docs/protocol.md):
 * **login / refresh** over REST, keeping the token pair;
 * **connect** with the access token in the ``Authorization`` header, wait for ``hello``, then
   **sync** every conversation it holds and keep a local log per conversation;
-* **send** with a ``client_msg_id`` chosen once per message: if the socket drops before the answer,
+* **send** in call order per conversation (sends to one conversation go one at a time, so messages
+  appear in the order ``send`` was called, even when called concurrently or rate-limited), each
+  with a ``client_msg_id`` chosen once per message: if the socket drops before the answer,
   the SDK reconnects (with back-off), syncs, and sends the same frame again — the server returns
   the original event, so a message is never stored twice;
 * **receive**: pushed events are stored in order; a seq gap triggers a catch-up (``history``)
@@ -98,6 +100,7 @@ class XietongClient:
         self._connected = asyncio.Event()
         self._closing = False
         self._catching_up: set[str] = set()
+        self._send_locks: dict[str, asyncio.Lock] = {}
 
     # ---- REST -----------------------------------------------------------------------------------
 
@@ -269,7 +272,8 @@ class XietongClient:
         client_msg_id = client_msg_id or uuid.uuid4().hex
         frame = {"type": "send", "conversation_id": conversation_id, "client_msg_id": client_msg_id,
                  "message": message}
-        return await self._send_reliably(client_msg_id, frame, timeout)
+        async with self._send_locks.setdefault(conversation_id, asyncio.Lock()):  # FIFO: call order kept
+            return await self._send_reliably(client_msg_id, frame, timeout)
 
     async def send_text(self, conversation_id: str, text: str, **extra: Any) -> dict[str, Any]:
         client_msg_id = extra.pop("client_msg_id", None)
@@ -280,7 +284,8 @@ class XietongClient:
         client_msg_id = uuid.uuid4().hex
         frame = {"type": "forward", "conversation_id": conversation_id, "client_msg_id": client_msg_id,
                  "source_conversation_id": source_conversation_id, "seqs": seqs, "mode": mode, "title": title}
-        return await self._send_reliably(client_msg_id, frame, 60)
+        async with self._send_locks.setdefault(conversation_id, asyncio.Lock()):
+            return await self._send_reliably(client_msg_id, frame, 60)
 
     async def _send_reliably(self, client_msg_id: str, frame: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Write the frame until it is answered: after a lost socket, wait for the reconnect and write
