@@ -8,7 +8,8 @@ Two questions, answered only here:
   visible to a viewer when at least one of the user's units is.
 * **Graded administration** (分级权限). A unit admin of X administers X's subtree: X and every unit
   whose ``path`` contains X — never a sibling, never an ancestor. An auditor of X reads the audit
-  log of the same subtree. A system admin administers everything.
+  log of the same subtree. A system admin administers everything. An account is administered from
+  its primary unit, and only by those whose scope also covers every role it holds.
 
 Services call these functions; handlers and stores never decide access themselves.
 """
@@ -61,11 +62,18 @@ def require_admin_of(actor: User, unit: Unit) -> None:
 
 def administers_user(actor: User, target: User, units: dict[str, Unit]) -> bool:
     """Account-level actions (disable, reset password, edit profile) belong to the admins of the
-    user's primary unit (主岗): a secondary post elsewhere gives that branch no power over the account."""
+    user's primary unit (主岗): a secondary post elsewhere gives that branch no power over the account.
+
+    An account is only as administrable as its powers: one that is a system admin, or holds a role
+    whose unit lies outside the actor's scope, belongs to the administrators above — otherwise an
+    admin of 南宁 could reset the password of a 南宁 colleague who administers 柳州 and act as them.
+    ``units`` must hold the target's primary unit and the units of its roles."""
     if actor.system_admin:
         return actor.status == "active"
     primary = units.get(target.primary_unit_id)
-    return primary is not None and administers_unit(actor, primary)
+    if target.system_admin or primary is None or not administers_unit(actor, primary):
+        return False
+    return all(grant.unit_id in units and administers_unit(actor, units[grant.unit_id]) for grant in target.roles)
 
 
 def audit_roots(actor: User) -> list[str] | None:

@@ -1,8 +1,9 @@
 """Cleaning of human-entered names and titles (unit names, display names, titles, group names).
 
-Names are NFC-normalised, trimmed, inner whitespace collapsed, and refused when they hold characters
-that have no place in a name: control and format characters (which include the bidirectional
-overrides used to disguise text, and zero-width characters), private-use and unassigned code points.
+Names are NFC-normalised, trimmed, inner spaces collapsed, and refused when they hold characters
+that have no place in a name: control characters (tab and line breaks included), format characters
+(which include the bidirectional overrides used to disguise text, and zero-width characters),
+private-use and unassigned code points.
 The zero-width joiner stays allowed (it glues emoji sequences). The middle dot of minority names
 (买买提·艾力) is ordinary punctuation and passes.
 """
@@ -14,13 +15,15 @@ import unicodedata
 
 from .errors import XtError
 
-_SPACES = re.compile(r"\s+")
+# Runs of white space to collapse — but not the control characters Python also counts as white space
+# (tab, line breaks, U+001C–U+001F, U+0085): those are refused below, not quietly turned into spaces.
+_SPACES = re.compile(r"[^\S\x00-\x1f\x7f-\x9f]+")
 _ALLOWED_FORMAT = {"\u200d"}  # zero-width joiner
 _REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
 def clean_name(value: str, field: str, *, max_length: int = 64, allow_empty: bool = False) -> str:
-    text = _SPACES.sub(" ", unicodedata.normalize("NFC", value)).strip()
+    text = _SPACES.sub(" ", unicodedata.normalize("NFC", value)).strip(" ")
     if not text and not allow_empty:
         raise XtError("request.invalid", f"{field}: must not be empty")
     if len(text) > max_length:

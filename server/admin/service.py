@@ -218,7 +218,7 @@ class AdminService:
 
     async def _administered_user(self, actor: User, user_id: str) -> User:
         target = await self._user(user_id)
-        units = await self.store.units.get_many(target.unit_ids)
+        units = await self.store.units.get_many(target.unit_ids + [grant.unit_id for grant in target.roles])
         if not administers_user(actor, target, units):
             if not is_admin(actor):
                 raise XtError("perm.forbidden", "Only administrators may do this.")

@@ -2,12 +2,13 @@
 
 A Chinese name's first character is its surname, and several surnames are read differently from the
 same character elsewhere (单 is "shan" as a surname, "dan" otherwise); :data:`SURNAMES` fixes those.
-Other scripts pass through in lower case, so "Li Lei" → ``lilei`` / ``ll``.
+Other scripts pass through in lower case, so "Li Lei" → ``lilei`` / ``ll`` (full-width "Ｌｉ Ｌｅｉ" too).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from pypinyin import Style, lazy_pinyin
 
@@ -23,6 +24,8 @@ _KEY_CHARS = re.compile(r"[^a-z0-9]")
 
 def pinyin_keys(name: str) -> tuple[str, str]:
     """(full pinyin, initials) in lower case a–z/0–9 only."""
+    # Compatibility forms (full-width Ｌｉ, ligatures) are folded first so that they are found by "li".
+    name = unicodedata.normalize("NFKC", name)
     syllables = lazy_pinyin(name, style=Style.NORMAL, errors=lambda chars: chars.split())
     if name and name[0] in SURNAMES and syllables:
         syllables[0] = SURNAMES[name[0]]

@@ -27,13 +27,14 @@ class UnitPage:
     breadcrumbs: list[Unit]  # visible ancestors, root first
     children: list[Unit]
     members: list[MemberEntry]
+    member_units: dict[str, Unit]  # the visible units the listed members belong to, for their posts
     next_cursor: str | None
 
 
 @dataclass(frozen=True)
 class UserPage:
     users: list[User]
-    units: dict[str, Unit]  # the units the listed users belong to, for names and titles
+    units: dict[str, Unit]  # the visible units the listed users belong to, for names and titles
     next_cursor: str | None
 
 
@@ -58,6 +59,11 @@ def _decode_offset(cursor: str | None) -> int:
         return offset
     except (ValueError, UnicodeDecodeError):
         raise XtError("request.invalid", "cursor: not a cursor returned by this API") from None
+
+
+def _visible(vis: Visibility, units: dict[str, Unit]) -> dict[str, Unit]:
+    """Only the units the viewer may see: a post in a hidden unit must not name (or reveal) it."""
+    return {unit_id: unit for unit_id, unit in units.items() if vis.unit_visible(unit)}
 
 
 class DirectoryService:
@@ -87,6 +93,7 @@ class DirectoryService:
         admin = unit is not None and (viewer.system_admin or covers(role_roots(viewer, "unit_admin"), unit.path))
         children = [c for c in await self.store.units.children(unit_id, include_disabled=admin) if vis.unit_visible(c)]
         members: list[MemberEntry] = []
+        member_units: dict[str, Unit] = {}
         next_cursor = None
         if unit is not None:
             offset = _decode_offset(cursor)
@@ -103,22 +110,24 @@ class DirectoryService:
             members = [e[3] for e in entries[offset:offset + limit]]
             if offset + limit < len(entries):
                 next_cursor = _encode_offset(offset + limit)
-        return UnitPage(unit, breadcrumbs, children, members, next_cursor)
+            member_units = _visible(vis, units)
+        return UnitPage(unit, breadcrumbs, children, members, member_units, next_cursor)
 
     async def search(self, me: Principal, q: str, *, cursor: str | None, limit: int) -> UserPage:
         """Users whose name, pinyin or pinyin initials start with ``q`` (case-insensitive pinyin)."""
         viewer, vis = await self.viewer(me)
-        prefix = q.strip()
-        if not prefix:
+        name_prefix = q.strip()
+        if not name_prefix:
             raise XtError("request.invalid", "q: must not be empty")
-        # Pinyin keys are stored in lower case; names are matched as typed.
-        prefix = prefix.lower() if prefix.isascii() else prefix
+        # Names are matched as typed ("Li L" finds "Li Lei"); pinyin keys are stored in lower case
+        # without spaces, so the query is matched against them the same way ("Zhang W" finds 张伟).
+        key_prefix = "".join(name_prefix.lower().split())
         found: list[User] = []
         units: dict[str, Unit] = {}
         after = cursor or None
         exhausted = False
         for _ in range(SEARCH_ROUNDS):
-            batch = await self.store.users.search_prefix(prefix, limit=limit * 2, after_id=after)
+            batch = await self.store.users.search_prefix(name_prefix, key_prefix, limit=limit * 2, after_id=after)
             if not batch:
                 exhausted = True
                 break
@@ -134,7 +143,7 @@ class DirectoryService:
             if len(batch) < limit * 2:
                 exhausted = True
                 break
-        return UserPage(found, units, None if exhausted and len(found) < limit else after)
+        return UserPage(found, _visible(vis, units), None if exhausted and len(found) < limit else after)
 
     async def get_user(self, me: Principal, user_id: str) -> tuple[User, dict[str, Unit]]:
         viewer, vis = await self.viewer(me)
@@ -142,10 +151,9 @@ class DirectoryService:
         if user is None:
             raise XtError("not_found", "No such user.")
         units = await self.store.units.get_many(user.unit_ids)
-        if vis.user_visible(user, units):
-            return user, units
-        if self.shares_conversation is not None and await self.shares_conversation(viewer.id, user.id):
-            return user, units
+        if vis.user_visible(user, units) or (
+                self.shares_conversation is not None and await self.shares_conversation(viewer.id, user.id)):
+            return user, _visible(vis, units)
         raise XtError("not_found", "No such user.")
 
     async def can_contact(self, viewer_id: str, target_id: str) -> bool:

@@ -47,14 +47,11 @@ class UserList(msgspec.Struct, kw_only=True):
 
 
 def _page_view(page: UnitPage) -> UnitPageView:
-    units = {u.id: u for u in [*page.breadcrumbs, *page.children]}
-    if page.unit is not None:
-        units[page.unit.id] = page.unit
     return UnitPageView(
         unit=unit_view(page.unit) if page.unit else None,
         breadcrumbs=[unit_view(u) for u in page.breadcrumbs],
         children=[unit_view(u) for u in page.children],
-        members=[MemberView(user=user_view(m.user, units), title=m.title) for m in page.members],
+        members=[MemberView(user=user_view(m.user, page.member_units), title=m.title) for m in page.members],
         next_cursor=page.next_cursor)
 
 

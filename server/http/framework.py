@@ -40,6 +40,7 @@ class Route:
     status: int = 200
     errors: tuple[str, ...] = ()
     description: str = ""
+    also_ok: tuple[int, ...] = ()  # other success statuses the handler may answer (e.g. 200 for a retry)
 
     @property
     def path_params(self) -> list[str]:
@@ -54,10 +55,11 @@ class RouteTable:
 
     def route(self, method: str, path: str, *, summary: str, body: type | None = None,
               query: type | None = None, response: type | None = None, auth: bool = True,
-              status: int = 200, errors: tuple[str, ...] = (), description: str = "") -> Callable[[Handler], Handler]:
+              status: int = 200, errors: tuple[str, ...] = (), description: str = "",
+              also_ok: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(Route(method, path, handler, summary, self.tag, body, query, response, auth,
-                                     status, errors, description or (handler.__doc__ or "").strip()))
+                                     status, errors, description or (handler.__doc__ or "").strip(), also_ok))
             return handler
 
         return register
@@ -68,6 +70,12 @@ def decode_struct(raw: bytes, type_: type) -> Any:
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
+        # msgspec validates while parsing, so a type error early in a body that is also broken later
+        # is reported first: check the syntax before calling it a schema error.
+        try:
+            msgspec.json.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            raise XtError("request.malformed_json", "The body is not valid JSON.") from None
         raise XtError("request.invalid", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise XtError("request.malformed_json", str(exc)) from None
@@ -107,7 +115,7 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         kwargs: dict[str, Any] = {}
         if route.query is not None:
             kwargs["query"] = convert_query(request.query, route.query)
-        elif request.query and route.method == "GET":
+        elif request.query:
             raise XtError("request.invalid", f"unknown query parameter {next(iter(request.query))!r}")
         if route.body is not None:
             kwargs["body"] = await read_body(request, route.body, ctx.services.settings.max_body_bytes)

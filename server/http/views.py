@@ -68,8 +68,10 @@ def unit_view(unit: Unit) -> UnitView:
 
 
 def _posts(user: User, units: dict[str, Unit]) -> list[PostView]:
-    return [PostView(unit_id=m.unit_id, unit_name=units[m.unit_id].name if m.unit_id in units else "",
-                     title=m.title) for m in user.memberships]
+    """The posts in ``units``: the directory passes only the units the viewer may see, so a post in a
+    hidden unit is left out rather than shown with its name."""
+    return [PostView(unit_id=m.unit_id, unit_name=units[m.unit_id].name, title=m.title)
+            for m in user.memberships if m.unit_id in units]
 
 
 def user_view(user: User, units: dict[str, Unit], *, with_phone: bool = False) -> UserView:

@@ -51,15 +51,16 @@ class UsersStore:
     async def count_active_members(self, unit_id: str) -> int:
         return await self.col.count_documents({"memberships.unit_id": unit_id, "status": "active"})
 
-    async def search_prefix(self, prefix: str, *, limit: int, after_id: str | None) -> list[User]:
-        """Active users whose display name, pinyin or pinyin initials start with ``prefix``,
-        in id order from ``after_id`` (exclusive)."""
-        anchored = "^" + re.escape(prefix)
+    async def search_prefix(self, name_prefix: str, key_prefix: str, *, limit: int,
+                            after_id: str | None) -> list[User]:
+        """Active users whose display name starts with ``name_prefix`` or whose pinyin or pinyin
+        initials start with ``key_prefix``, in id order from ``after_id`` (exclusive)."""
+        name, key = "^" + re.escape(name_prefix), "^" + re.escape(key_prefix)
         query: dict[str, Any] = {
             "status": "active",
-            "$or": [{"display_name": {"$regex": anchored}},
-                    {"pinyin": {"$regex": anchored}},
-                    {"pinyin_initials": {"$regex": anchored}}],
+            "$or": [{"display_name": {"$regex": name}},
+                    {"pinyin": {"$regex": key}},
+                    {"pinyin_initials": {"$regex": key}}],
         }
         if after_id is not None:
             query["_id"] = {"$gt": after_id}
