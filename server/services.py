@@ -13,7 +13,7 @@ from .audit.service import AuditService
 from .auth.keys import KeyRing
 from .auth.service import AuthService
 from .auth.tokens import TokenIssuer, TokenVerifier
-from .bus import Bus, InProcessBus
+from .bus import Bus, Envelope, InProcessBus
 from .config import Settings
 from .directory.service import DirectoryService
 from .messaging.conversations import ConversationService
@@ -71,5 +71,11 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
     # unit groups follow the directory.
     directory.shares_conversation = conversations.shares_conversation
     admin.membership_listeners.append(conversations.follow_unit_membership)
+
+    async def close_signed_out_sockets(user_id: str, device_ids: list[str]) -> None:
+        for device_id in device_ids:
+            await bus.publish(Envelope(kind="revoke", target=user_id, device_id=device_id))
+
+    auth.signed_out_listeners.append(close_signed_out_sockets)
     return Services(settings, store, keys, issuer, verifier, audit, auth, directory, admin, Limits(), bus, writer,
                     conversations, messages, read_state, sync)

@@ -14,6 +14,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Awaitable, Callable
 
 from ..access import Principal
 from ..audit.service import AuditService, Origin
@@ -26,6 +27,8 @@ from . import passwords, totp
 from .tokens import PURPOSE_ACCESS, PURPOSE_TOTP_ENROLL, TokenIssuer, TokenVerifier
 
 ENROLLMENT_TOKEN_TTL = 600
+# Refusals of a login that count against the name's failure limit: everything else proved the password.
+_GUESSES = ("auth.invalid_credentials", "auth.totp_invalid")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class AuthService:
         self.issuer = issuer
         self.verifier = verifier
         self.audit = audit
+        # Called with (user_id, device ids) after devices are signed out.
+        self.signed_out_listeners: list[Callable[[str, list[str]], Awaitable[None]]] = []
 
     # ---- requests -------------------------------------------------------------------------------
 
@@ -79,32 +84,21 @@ class AuthService:
                     origin: Origin) -> TokenPair:
         key = login_key(username)
         now = utcnow()
-        attempts = await self.store.devices.get_attempts(key)
-        if attempts and attempts.get("locked_until") and attempts["locked_until"] > now:
-            retry_after = int((attempts["locked_until"] - now).total_seconds()) + 1
+        s = self.settings
+        attempt = await self.store.devices.claim_attempt(key, now, s.login_max_failures, s.login_lockout_seconds,
+                                                         s.login_lockout_max_seconds)
+        if not attempt.counted:
+            assert attempt.locked_until is not None
+            retry_after = int((attempt.locked_until - now).total_seconds()) + 1
             await self.audit.record("auth.login", origin=origin, outcome="failure", target_type="user",
                                     details={"username": key, "reason": "locked"})
             raise XtError("auth.locked", details={"retry_after": retry_after})
-
-        user = await self.store.users.get_by_username(key)
-        if not await passwords.verify_password(user.password_hash if user else None, password):
-            await self._failed(key, user, origin, "bad_password")
-            raise XtError("auth.invalid_credentials")
-        assert user is not None
-        if user.status != "active":
-            await self._audit_login(user, origin, "failure", "disabled")
-            raise XtError("auth.account_disabled")
-        if user.totp is not None and user.totp.enabled:
-            if not totp_code:
-                raise XtError("auth.totp_required")
-            if not await self._accept_totp(user, totp_code):
-                await self._failed(key, user, origin, "bad_totp")
-                raise XtError("auth.totp_invalid")
-        elif await self._totp_required_by_unit(user):
-            await self._audit_login(user, origin, "failure", "totp_enrollment_required")
-            token = self.issuer.issue(user.id, None, purpose=PURPOSE_TOTP_ENROLL, ttl_seconds=ENROLLMENT_TOKEN_TTL)
-            raise XtError("auth.totp_enrollment_required",
-                          details={"enrollment_token": token, "expires_in": ENROLLMENT_TOKEN_TTL})
+        try:
+            user = await self._check_factors(key, password, totp_code, origin)
+        except XtError as exc:
+            if exc.code not in _GUESSES:  # the password was right: not a guess
+                await self.store.devices.release_attempt(key, attempt)
+            raise
 
         await self.store.devices.clear_attempts(key)
         if passwords.needs_rehash(user.password_hash):
@@ -116,10 +110,30 @@ class AuthService:
         await self._audit_login(user, origin, "success", None, device_id=new_device.id)
         return pair
 
-    async def _failed(self, key: str, user: User | None, origin: Origin, reason: str) -> None:
-        s = self.settings
-        await self.store.devices.record_failure(key, utcnow(), s.login_max_failures, s.login_lockout_seconds,
-                                                s.login_lockout_max_seconds)
+    async def _check_factors(self, key: str, password: str, totp_code: str | None, origin: Origin) -> User:
+        """The user whose password (and TOTP code) these are, or the refusal of the login."""
+        user = await self.store.users.get_by_username(key)
+        if not await passwords.verify_password(user.password_hash if user else None, password):
+            await self._audit_failure(key, user, origin, "bad_password")
+            raise XtError("auth.invalid_credentials")
+        assert user is not None
+        if user.status != "active":
+            await self._audit_login(user, origin, "failure", "disabled")
+            raise XtError("auth.account_disabled")
+        if user.totp is not None and user.totp.enabled:
+            if not totp_code:
+                raise XtError("auth.totp_required")
+            if not await self._accept_totp(user, totp_code):
+                await self._audit_failure(key, user, origin, "bad_totp")
+                raise XtError("auth.totp_invalid")
+        elif await self._totp_required_by_unit(user):
+            await self._audit_login(user, origin, "failure", "totp_enrollment_required")
+            ttl = min(ENROLLMENT_TOKEN_TTL, self.issuer.ttl_seconds)  # the issuer caps every token at this
+            token = self.issuer.issue(user.id, None, purpose=PURPOSE_TOTP_ENROLL, ttl_seconds=ttl)
+            raise XtError("auth.totp_enrollment_required", details={"enrollment_token": token, "expires_in": ttl})
+        return user
+
+    async def _audit_failure(self, key: str, user: User | None, origin: Origin, reason: str) -> None:
         if user is None:
             await self.audit.record("auth.login", origin=origin, outcome="failure", target_type="user",
                                     details={"username": key, "reason": "unknown_user"})
@@ -140,7 +154,8 @@ class AuthService:
 
     async def _accept_totp(self, user: User, code: str) -> bool:
         assert user.totp is not None
-        step = totp.matching_step(user.totp.secret, code.strip())
+        # Apps show "123 456": the spaces a user types along are not part of the code.
+        step = totp.matching_step(user.totp.secret, "".join(code.split()))
         return step is not None and await self.store.users.accept_totp_step(user.id, step)
 
     async def _issue_pair(self, user: User, device_id: str) -> TokenPair:
@@ -168,13 +183,13 @@ class AuthService:
             raise XtError("auth.refresh_reused")
         user = await self.store.users.get(device.user_id)
         if user is None or user.status != "active":
-            await self.store.devices.revoke(device.id, now, "account_disabled")
+            await self._sign_out(device.user_id, [device.id], "account_disabled")
             raise XtError("auth.account_disabled")
         await self.store.devices.touch(device.id, now, origin.ip, origin.user_agent)
         return await self._issue_pair(user, device.id)
 
     async def _revoke_for_reuse(self, device: Device, origin: Origin) -> None:
-        await self.store.devices.revoke(device.id, utcnow(), "refresh_token_reused")
+        await self._sign_out(device.user_id, [device.id], "refresh_token_reused")
         user = await self.store.users.get(device.user_id)
         await self.audit.record("auth.refresh_reuse", origin=origin, actor_id=device.user_id,
                                 target_type="device", target_id=device.id, outcome="failure",
@@ -189,8 +204,7 @@ class AuthService:
 
     async def logout_others(self, me: Principal, origin: Origin) -> int:
         user = await self._user(me)
-        revoked = await self.store.devices.revoke_all(me.user_id, utcnow(), "signed_out_by_user",
-                                                      except_device=me.device_id)
+        revoked = await self._sign_out_all(me.user_id, "signed_out_by_user", except_device=me.device_id)
         for device_id in revoked:
             await self.audit.record("auth.revoke", origin=origin, actor_id=me.user_id, target_type="device",
                                     target_id=device_id, scope_paths=user.unit_paths,
@@ -207,19 +221,33 @@ class AuthService:
         await self._revoke(me, device_id, "signed_out_by_user", origin)
 
     async def _revoke(self, me: Principal, device_id: str, reason: str, origin: Origin) -> None:
-        if await self.store.devices.revoke(device_id, utcnow(), reason):
+        if await self._sign_out(me.user_id, [device_id], reason):
             user = await self._user(me)
             await self.audit.record("auth.revoke", origin=origin, actor_id=me.user_id, target_type="device",
                                     target_id=device_id, scope_paths=user.unit_paths, details={"reason": reason})
 
     async def revoke_all_devices(self, user: User, reason: str, origin: Origin, actor_id: str) -> int:
         """Sign a user out everywhere (used when an administrator disables or resets an account)."""
-        revoked = await self.store.devices.revoke_all(user.id, utcnow(), reason)
+        revoked = await self._sign_out_all(user.id, reason)
         if revoked:
             await self.audit.record("auth.revoke", origin=origin, actor_id=actor_id, target_type="user",
                                     target_id=user.id, scope_paths=user.unit_paths,
                                     details={"reason": reason, "devices": len(revoked)})
         return len(revoked)
+
+    async def _sign_out(self, user_id: str, device_ids: list[str], reason: str) -> bool:
+        """Revoke devices and tell the listeners (the gateway closes their sockets at once).
+        True if any of them was signed in."""
+        revoked = [d for d in device_ids if await self.store.devices.revoke(d, utcnow(), reason)]
+        for listener in self.signed_out_listeners:
+            await listener(user_id, revoked)
+        return bool(revoked)
+
+    async def _sign_out_all(self, user_id: str, reason: str, *, except_device: str | None = None) -> list[str]:
+        revoked = await self.store.devices.revoke_all(user_id, utcnow(), reason, except_device=except_device)
+        for listener in self.signed_out_listeners:
+            await listener(user_id, revoked)
+        return revoked
 
     async def _user(self, me: Principal) -> User:
         user = await self.store.users.get(me.user_id)
@@ -240,8 +268,7 @@ class AuthService:
         await self.store.users.update(user.id, {"password_hash": await passwords.hash_password(new)}, utcnow())
         await self.audit.record("auth.password_change", origin=origin, actor_id=user.id, target_type="user",
                                 target_id=user.id, scope_paths=user.unit_paths)
-        return len(await self.store.devices.revoke_all(user.id, utcnow(), "password_changed",
-                                                       except_device=me.device_id))
+        return len(await self._sign_out_all(user.id, "password_changed", except_device=me.device_id))
 
     # ---- TOTP --------------------------------------------------------------------------------------
 
@@ -249,10 +276,11 @@ class AuthService:
         """The user a TOTP set-up request acts for: an access token, or the enrolment token that a
         login refused for a missing second factor."""
         try:
-            principal = await self.authenticate(bearer)
-            user_id = principal.user_id
-        except XtError:
             user_id = self.verifier.verify(bearer, purpose=PURPOSE_TOTP_ENROLL).user_id
+        except XtError:
+            # Not an enrolment token: it must be a live access token, refused as any request would be
+            # (a signed-out device hears auth.session_revoked, not that its token is malformed).
+            user_id = (await self.authenticate(bearer)).user_id
         user = await self.store.users.get(user_id)
         if user is None or user.status != "active":
             raise XtError("auth.account_disabled")

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ..models import Device, from_doc, to_doc
 from .indexes import IndexSpec
+
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    """A login attempt as counted by :meth:`DevicesStore.claim_attempt`."""
+
+    counted: bool  # False: the name is locked and the attempt is refused
+    failures: int  # the count, this attempt included when counted
+    locked_until: datetime | None  # the lock in force (refused) or set by this attempt
 
 
 class DevicesStore:
@@ -18,6 +29,9 @@ class DevicesStore:
         IndexSpec("refresh_tokens", [("device_id", ASCENDING)], "by_device"),
         # Expired refresh tokens are removed by MongoDB itself; the service also checks expires_at.
         IndexSpec("refresh_tokens", [("expires_at", ASCENDING)], "expiry", {"expireAfterSeconds": 0}),
+        # Failure counters of names nobody signs in with would pile up: they go 8 days after the last
+        # failure, longer than the longest lock XT_LOGIN_LOCKOUT_MAX_SECONDS allows (7 days).
+        IndexSpec("login_attempts", [("last_failure_at", ASCENDING)], "forget", {"expireAfterSeconds": 8 * 86400}),
     )
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]):
@@ -75,22 +89,48 @@ class DevicesStore:
 
     # Login throttling, keyed by the normalised user name (also for names that do not exist,
     # so that the answers do not reveal which accounts exist).
-    async def get_attempts(self, key: str) -> dict[str, Any] | None:
-        return await self.attempts.find_one({"_id": key})
+    async def claim_attempt(self, key: str, now: datetime, max_failures: int,
+                            lockout_seconds: int, lockout_max_seconds: int) -> LoginAttempt:
+        """Count a login attempt as a failure *before* its password is checked, unless ``key`` is locked.
 
-    async def record_failure(self, key: str, now: datetime, max_failures: int,
-                             lockout_seconds: int, lockout_max_seconds: int) -> dict[str, Any]:
-        doc = await self.attempts.find_one_and_update(
-            {"_id": key}, {"$inc": {"failures": 1}, "$set": {"last_failure_at": now}},
-            upsert=True, return_document=ReturnDocument.AFTER)
-        failures = int(doc["failures"])
-        if failures >= max_failures:
-            # Back-off: the first lockout lasts lockout_seconds, each further failure doubles it.
-            seconds = min(lockout_seconds * 2 ** (failures - max_failures), lockout_max_seconds)
-            locked_until = now + timedelta(seconds=seconds)
-            await self.attempts.update_one({"_id": key}, {"$set": {"locked_until": locked_until}})
-            doc["locked_until"] = locked_until
-        return doc
+        Counting first is what makes the limit hold for concurrent guesses: each attempt takes its
+        number in one atomic write, and the attempt that reaches ``max_failures`` sets the lock in
+        that same write, so the guesses racing with it are refused. Back-off: the first lock lasts
+        ``lockout_seconds``, each further counted attempt doubles it, up to ``lockout_max_seconds``.
+        A login that succeeds clears the count (:meth:`clear_attempts`); one that proved the password
+        but stopped before signing in gives its number back (:meth:`release_attempt`)."""
+        failures = {"$add": [{"$ifNull": ["$failures", 0]}, 1]}
+        doubling = {"$pow": [2, {"$min": [{"$subtract": [failures, max_failures]}, 30]}]}
+        seconds = {"$min": [lockout_max_seconds, {"$multiply": [lockout_seconds, doubling]}]}
+        lock = {"$cond": [{"$gte": [failures, max_failures]}, {"$add": [now, {"$multiply": [seconds, 1000]}]}, None]}
+        unlocked = {"_id": key, "$or": [{"locked_until": None}, {"locked_until": {"$lte": now}}]}
+        count = [{"$set": {"failures": failures, "last_failure_at": now, "locked_until": lock}}]
+        while True:
+            # The record must exist for the conditional update; creating it counts nothing. (Not one
+            # upserting update: when two race to create the record, SecantusDB applies both but
+            # answers None to one, so that attempt could not know its number.)
+            try:
+                await self.attempts.update_one({"_id": key}, {"$setOnInsert": {"failures": 0, "locked_until": None}},
+                                               upsert=True)
+            except DuplicateKeyError:
+                pass  # a concurrent attempt created it
+            doc = await self.attempts.find_one_and_update(unlocked, count, return_document=ReturnDocument.AFTER)
+            if doc is not None:
+                return LoginAttempt(True, int(doc["failures"]), doc["locked_until"])
+            doc = await self.attempts.find_one({"_id": key})
+            if doc is not None and doc.get("locked_until") is not None and doc["locked_until"] > now:
+                return LoginAttempt(False, int(doc["failures"]), doc["locked_until"])
+            # Neither counted nor locked: a login that succeeded (or gave its number back) changed
+            # the record just now; count again.
+
+    async def release_attempt(self, key: str, attempt: LoginAttempt) -> None:
+        """Take back a counted attempt (and the lock it set) if nothing was counted after it; an
+        attempt that raced with others stays counted, which errs on the safe side."""
+        as_counted = {"_id": key, "failures": attempt.failures, "locked_until": attempt.locked_until}
+        if attempt.failures == 1:
+            await self.attempts.delete_one(as_counted)  # as if the attempt had never been made
+        else:
+            await self.attempts.update_one(as_counted, {"$inc": {"failures": -1}, "$set": {"locked_until": None}})
 
     async def clear_attempts(self, key: str) -> None:
         await self.attempts.delete_one({"_id": key})
