@@ -326,6 +326,7 @@ class XietongClient:
             target = conv_log.events[event["target_seq"]]
             if target.get("message") is not None and event.get("message") is not None:
                 target["message"] = event["message"]
+                target["edited_at"] = event["created_at"]  # as history shows it (to within the write)
         before = conv_log.through
         conv_log.advance()
         if event["seq"] > conv_log.through + 1 and before == conv_log.through and cid not in self._catching_up \

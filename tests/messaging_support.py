@@ -104,3 +104,20 @@ class RawSocket:
     async def close(self) -> None:
         await self.ws.close()
         await self.session.close()
+
+
+async def closed_with(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> tuple[int | None, str]:
+    """Read until the server closes ``ws``: its close code and reason (frames before it are dropped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        msg = await ws.receive(timeout=max(0.01, deadline - loop.time()))
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            return msg.data, msg.extra or ""
+        if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            return ws.close_code, ""
+
+
+async def events_stored(demo: Any, conversation_id: str) -> int:
+    """How many events the conversation's log holds (to show that refused input stored nothing)."""
+    return await demo.server.services.store.events.col.count_documents({"conversation_id": conversation_id})

@@ -4,7 +4,9 @@ Memory per connection is bounded: at most :data:`MAX_QUEUED_FRAMES` frames or
 :data:`MAX_QUEUED_BYTES` bytes wait to be written. A consumer that cannot keep up (a phone on a
 dying network, a stuck client) is closed with code 4009 and its queue released; it reconnects and
 syncs, losing nothing. Frames are pre-encoded bytes shared by every recipient, so a queued frame
-costs a reference, not a copy.
+costs a reference, not a copy. Closing waits at most :data:`CLOSE_TIMEOUT` for the peer to take the
+close frame; a peer that reads nothing any more is then cut off at the TCP level, so it cannot hold
+the socket open.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED_FRAMES = 2000
 MAX_QUEUED_BYTES = 8 * 1024 * 1024
+CLOSE_TIMEOUT = 5.0  # seconds a closing peer has to take the close frame before its connection is aborted
 
 # Close codes (docs/protocol.md).
 CLOSE_NORMAL = 1000
@@ -44,8 +47,10 @@ class Connection:
     FLOOD_LIMIT = 100  # refused frames within FLOOD_WINDOW seconds before the socket is closed
     FLOOD_WINDOW = 10.0
 
-    def __init__(self, ws: web.WebSocketResponse, principal: Principal, remote: str | None):
+    def __init__(self, ws: web.WebSocketResponse, principal: Principal, remote: str | None,
+                 transport: asyncio.BaseTransport | None = None):
         self.ws = ws
+        self.transport = transport
         self.principal = principal
         self.remote = remote
         self.queue: deque[bytes] = deque()
@@ -56,6 +61,7 @@ class Connection:
         self.frames = TokenBucket(self.FRAME_RATE, self.FRAME_BURST, time.monotonic())
         self.refused: deque[float] = deque()
         self.writer_task: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None  # the close started by abort (the handler awaits it)
         self.typing_sent: dict[str, float] = {}
 
     @property
@@ -119,11 +125,15 @@ class Connection:
         self.queue.clear()
         self.queued_bytes = 0
         self.wake.set()
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.closing = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            await self.ws.close(code=code, message=reason.encode()[:120])
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            # The peer does not read: the close frame is stuck behind what it never took.
+            if self.transport is not None:
+                self.transport.abort()
         except Exception:  # the peer may be gone already
             pass
 

@@ -156,11 +156,13 @@ def decode_request(raw: bytes | str) -> ClientFrame:
         request_id = None
         try:
             loose = _loose.decode(raw)
-            candidate = loose.get("id")
-            if isinstance(candidate, str) and 0 < len(candidate) <= 64:
-                request_id = candidate
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        except msgspec.ValidationError:  # valid JSON, but not an object (ValidationError is a DecodeError)
+            raise FrameError(XtError("request.invalid", "A frame is a JSON object."), None) from None
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise FrameError(XtError("request.malformed_json", str(exc)), None) from None
+        candidate = loose.get("id")
+        if isinstance(candidate, str) and 0 < len(candidate) <= 64:
+            request_id = candidate
         message = str(exc)
         if "Invalid value" in message and "`$.type`" in message or "missing required field `type`" in message:
             raise FrameError(XtError("request.invalid", f"unknown or missing frame type (known: "

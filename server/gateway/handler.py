@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from ..access import Principal
 from ..audit.service import Origin
 from ..errors import XtError
+from ..messaging.receipts import TYPING_INTERVAL
 from ..messaging.views import PageView, ReadStateView, ReceiptsView, sync_view
 from ..models import utcnow
 from ..services import Services
@@ -33,7 +34,6 @@ HEARTBEAT = 30.0  # protocol-level ping interval; a peer silent for 1.5x this is
 MAX_IN_FLIGHT = 32
 SEND_RATE = 20.0  # messages per second per user and process, sustained
 SEND_BURST = 40
-TYPING_INTERVAL = 3.0
 
 
 class Gateway:
@@ -70,14 +70,15 @@ class Gateway:
                 raise XtError("auth.token_invalid", "Use 'Authorization: Bearer <access token>'.")
             principal = await self.services.auth.authenticate(token.strip())  # refused before the upgrade
 
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=frames.MAX_FRAME_BYTES, compress=False,
+        # aiohttp refuses a message of max_msg_size bytes itself; a frame of exactly MAX_FRAME_BYTES is allowed.
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=frames.MAX_FRAME_BYTES + 1, compress=False,
                                    decode_text=False)
         await ws.prepare(request)
         if principal is None:
             principal = await self._authenticate_by_frame(ws)
             if principal is None:
                 return ws
-        conn = Connection(ws, principal, request.remote)
+        conn = Connection(ws, principal, request.remote, request.transport)
         conn.start()
         await self.hub.register(conn)
         conn.enqueue(frames.hello_frame(principal.user_id, conn.device_id, HEARTBEAT, utcnow(), {
@@ -89,6 +90,8 @@ class Gateway:
             await self.hub.unregister(conn)
             conn.closed = True
             conn.wake.set()
+            if conn.closing is not None:
+                await conn.closing  # else aiohttp closes with 1000 before our code and reason are sent
         return ws
 
     async def _authenticate_by_frame(self, ws: web.WebSocketResponse) -> Principal | None:
@@ -242,7 +245,11 @@ class Gateway:
         conn.typing_sent[frame.conversation_id] = now
         if len(conn.typing_sent) > 100:
             conn.typing_sent = {k: v for k, v in conn.typing_sent.items() if now - v < TYPING_INTERVAL}
-        await self.services.read_state.typing(conn.principal, frame.conversation_id)
+        try:
+            await self.services.read_state.typing(conn.principal, frame.conversation_id)
+        except XtError:
+            conn.typing_sent.pop(frame.conversation_id, None)  # a refusal is answered as such every time
+            raise
         return {"sent": True}
 
     async def on_receipts(self, conn: Connection, frame: frames.Receipts) -> Any:

@@ -10,6 +10,7 @@ OpenAPI document (``openapi.py``), so the document cannot drift from the code.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -59,7 +60,7 @@ class RouteTable:
               also_ok: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(Route(method, path, handler, summary, self.tag, body, query, response, auth,
-                                     status, errors, description or (handler.__doc__ or "").strip(), also_ok))
+                                     status, errors, description or inspect.cleandoc(handler.__doc__ or ""), also_ok))
             return handler
 
         return register

@@ -68,6 +68,8 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
     if route.response is not None:
         ok["content"] = {"application/json": {"schema": {"$ref": REF.format(name=route.response.__name__)}}}
     responses: dict[str, Any] = {str(204 if route.response is None and route.status == 204 else route.status): ok}
+    for status in route.also_ok:
+        responses[str(status)] = ok
     error_ref = {"application/json": {"schema": {"$ref": REF.format(name="ErrorResponse")}}}
     codes = list(route.errors) + (["request.invalid", "request.malformed_json"] if route.body or route.query else [])
     if route.auth:

@@ -9,8 +9,10 @@ Rules (decisions recorded in docs/flows/conversations.md):
   the owner removes anyone). Members invite others while ``members_can_invite`` is on. The owner
   appoints admins, transfers ownership, and dissolves the group; the owner cannot leave before
   transferring. At most :data:`MAX_GROUP_MEMBERS` members.
-* **Unit group**: follows a unit of the directory — created by an administrator of the unit, its
-  members are the unit's direct members, kept in step when posts are added or removed.
+* **Unit group**: follows a unit of the directory — created once by an administrator of the unit (who
+  owns it), its members are the unit's direct members, kept in step when posts are added or removed.
+  Asking again returns it to its members; another administrator who is not in it gets
+  ``conflict.exists`` with its id (administering the unit gives no seat in its group).
 * Every change is an event in the conversation's log, written before the member documents change,
   so that every member sees the change at its place in the order.
 * A member who leaves or is removed keeps read access up to the event that ended the membership.
@@ -96,11 +98,20 @@ class ConversationService:
 
     # ---- creation --------------------------------------------------------------------------------
 
-    async def _create(self, conversation: Conversation, members: dict[str, str], by: str | None) -> Conversation:
-        """Store a new conversation, its ``conversation.created`` event and its members."""
+    async def _create(self, conversation: Conversation, members: dict[str, str]) -> Conversation:
+        """Store a new conversation (``member_count`` already set), then populate it."""
         await self.store.conversations.insert(conversation)
+        return await self._populate(conversation, members)
+
+    async def _populate(self, conversation: Conversation, members: dict[str, str]) -> Conversation:
+        """Write a stored conversation's ``conversation.created`` event, then its members.
+
+        Idempotent: the event's system ``client_msg_id`` is derived from the conversation, and members
+        are upserted. So a caller who finds a direct chat that the other user is still creating finishes
+        the creation with them instead of getting a chat without members."""
+        by = conversation.created_by
         written = await self.writer.append(Draft(
-            conversation.id, "conversation.created", by,
+            conversation.id, "conversation.created", by, client_msg_id=f"created:{conversation.id}",
             data=SystemData(by=by, kind=conversation.kind, name=conversation.name or None,
                             user_ids=sorted(members), unit_id=conversation.unit_id)))
         now = utcnow()
@@ -108,7 +119,7 @@ class ConversationService:
             Member(id=member_id(conversation.id, uid), conversation_id=conversation.id, user_id=uid, role=role,
                    joined_seq=written.event.seq, joined_at=now, updated_at=now)  # type: ignore[arg-type]
             for uid, role in members.items()])
-        created = await self.store.conversations.update(conversation.id, {}, now, inc={"member_count": len(members)})
+        created = await self.store.conversations.get(conversation.id)
         assert created is not None
         return created
 
@@ -117,21 +128,24 @@ class ConversationService:
         if other_id == me.user_id:
             raise XtError("request.invalid", "A direct chat needs another user.")
         key = direct_key(me.user_id, other_id)
-        existing = await self.store.conversations.get_by_direct_key(key)
-        if existing is not None:
+        conversation = await self.store.conversations.get_by_direct_key(key)
+        if conversation is None:
+            await self._check_contactable(me, [other_id])
+            now = utcnow()
+            conversation = Conversation(id=new_id("conversation"), kind="direct", direct_key=key, member_count=2,
+                                        created_by=me.user_id, created_at=now, updated_at=now)
+            try:
+                await self.store.conversations.insert(conversation)
+            except DuplicateKeyError:  # both users opened it at the same moment: theirs won
+                conversation = await self.store.conversations.get_by_direct_key(key)
+                if conversation is None:
+                    raise
+        elif await self.store.conversations.get_member(member_id(conversation.id, me.user_id)) is not None:
             # The pair's chat is theirs for good: visibility changes later do not cut it off.
-            return existing
-        await self._check_contactable(me, [other_id])
-        now = utcnow()
-        conversation = Conversation(id=new_id("conversation"), kind="direct", direct_key=key, created_by=me.user_id,
-                                    created_at=now, updated_at=now)
-        try:
-            return await self._create(conversation, {me.user_id: "member", other_id: "member"}, me.user_id)
-        except DuplicateKeyError:  # both users opened it at the same moment: theirs won
-            again = await self.store.conversations.get_by_direct_key(key)
-            if again is None:
-                raise
-            return again
+            return conversation
+        # The chat is new, or its creator (the other user, at this same moment) is still writing its
+        # first event and members: finishing that is idempotent, and the caller gets a complete chat.
+        return await self._populate(conversation, dict.fromkeys(key.split("|"), "member"))
 
     async def create_group(self, me: Principal, name: str, member_ids: list[str], avatar: str | None) -> Conversation:
         others = sorted(set(member_ids) - {me.user_id})
@@ -140,13 +154,14 @@ class ConversationService:
         await self._check_contactable(me, others)
         now = utcnow()
         conversation = Conversation(id=new_id("conversation"), kind="group", name=clean_name(name, "name"),
-                                    avatar=avatar, owner_id=me.user_id, created_by=me.user_id, created_at=now,
-                                    updated_at=now)
+                                    avatar=avatar, owner_id=me.user_id, member_count=len(others) + 1,
+                                    created_by=me.user_id, created_at=now, updated_at=now)
         roles = {me.user_id: "owner", **{uid: "member" for uid in others}}
-        return await self._create(conversation, roles, me.user_id)
+        return await self._create(conversation, roles)
 
     async def create_unit_group(self, me: Principal, unit_id: str) -> Conversation:
-        """The group of a unit's direct members (created once, by an administrator of the unit)."""
+        """The group of a unit's direct members (created once, by an administrator of the unit; see the
+        module docstring for a second call)."""
         actor = await self.store.users.get(me.user_id)
         unit = await self.store.units.get(unit_id)
         if unit is None or actor is None:
@@ -154,15 +169,26 @@ class ConversationService:
         if not administers_unit(actor, unit):
             raise XtError("perm.forbidden", "Only administrators of the unit create its group.")
         existing = await self.store.conversations.get_by_unit(unit.id)
-        if existing is not None:
-            return existing
-        members = [u.id for u in await self.store.users.members_of_unit(unit.id)]
-        now = utcnow()
-        conversation = Conversation(id=new_id("conversation"), kind="unit", name=unit.name, unit_id=unit.id,
-                                    owner_id=me.user_id, created_by=me.user_id, created_at=now, updated_at=now)
-        # The creating administrator owns and moderates it, with or without a post in the unit.
-        roles = {**{uid: "member" for uid in members}, me.user_id: "owner"}
-        return await self._create(conversation, roles, me.user_id)
+        if existing is None:
+            members = [u.id for u in await self.store.users.members_of_unit(unit.id)]
+            # The creating administrator owns and moderates it, with or without a post in the unit.
+            roles = {**{uid: "member" for uid in members}, me.user_id: "owner"}
+            now = utcnow()
+            conversation = Conversation(id=new_id("conversation"), kind="unit", name=unit.name, unit_id=unit.id,
+                                        owner_id=me.user_id, member_count=len(roles), created_by=me.user_id,
+                                        created_at=now, updated_at=now)
+            try:
+                return await self._create(conversation, roles)
+            except DuplicateKeyError:  # another administrator created it at this moment
+                existing = await self.store.conversations.get_by_unit(unit.id)
+                if existing is None:
+                    raise
+        mine = await self.store.conversations.get_member(member_id(existing.id, me.user_id))
+        if mine is None or mine.state != "active":
+            # Administering the unit gives no seat in its group: the caller learns where it is, not more.
+            raise XtError("conflict.exists", "The unit's group exists already, and you are not in it.",
+                          details={"conversation_id": existing.id})
+        return existing
 
     # ---- membership ------------------------------------------------------------------------------
 

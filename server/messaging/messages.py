@@ -6,8 +6,9 @@
   new text (reads return the current state) and a ``message.edited`` event carries it to devices
   that already hold the old one.
 * **Recall** (撤回): the sender within :data:`RECALL_WINDOW`; the owner and admins of a group at any
-  time. The content is removed from the stored event first — so no later read can return it —
-  then a ``message.recalled`` event tells devices to drop their copy. Recalls are audited.
+  time. The content is removed from the stored event first, and from the edits and card updates
+  that copied it — so no later read can return it — then one ``message.recalled`` event tells
+  devices to drop their copy. Recalls are audited.
 * **Card update**: the sender of a card replaces it (``card.updated``), e.g. an approval card whose
   status changed.
 * **Delete for me** hides events from the caller's own reads only.
@@ -31,7 +32,7 @@ from ..models import utcnow
 from ..store import Store
 from .conversations import ConversationService, Membership
 from .models import Card, Event, Forward, ForwardedItem, Message
-from .writer import Draft, EventWriter, Written
+from .writer import Draft, EventWriter, Written, check_send
 
 EDIT_WINDOW = timedelta(minutes=15)
 RECALL_WINDOW = timedelta(minutes=2)
@@ -135,6 +136,9 @@ class MessageService:
             raise XtError("message.not_editable", "Only text messages are edited.")
         if utcnow() - target.created_at > EDIT_WINDOW:
             raise XtError("message.edit_window_passed")
+        # The edited event is sent under the send rules (mute-all, dissolved): check them before the
+        # stored text changes, or a refused edit would leave new text that no event announces.
+        check_send(m.conversation, m.member, None)
         new = validate_message(Message(kind="text", text=text, mentions=target.message.mentions,
                                        mention_all=target.message.mention_all, reply_to=target.message.reply_to))
         updated = await self.store.events.update_target(
@@ -164,13 +168,19 @@ class MessageService:
             if not target.recalled and utcnow() - target.created_at > RECALL_WINDOW:
                 raise XtError("message.recall_window_passed")
         if not target.recalled:
-            await self.store.events.update_target(conversation_id, seq, {},
-                                                  {"recalled": True, "recalled_by": me.user_id},
-                                                  unset=["message"])
-            await self.audit.record("message.recall", origin=origin, actor_id=me.user_id, target_type="event",
-                                    target_id=target.id, details={"sender_id": target.sender_id})
-        # Idempotent: a retried recall finds its event by the derived client_msg_id.
-        return await self.writer.append(Draft(conversation_id, "message.recalled", me.user_id,
+            recalled = await self.store.events.update_target(conversation_id, seq, {"recalled": {"$ne": True}},
+                                                             {"recalled": True, "recalled_by": me.user_id},
+                                                             unset=["message"])
+            if recalled is not None:  # this call recalled it, not a concurrent one
+                await self.audit.record("message.recall", origin=origin, actor_id=me.user_id, target_type="event",
+                                        target_id=target.id, details={"sender_id": target.sender_id})
+            target = recalled or await self.store.events.get(conversation_id, seq) or target
+        # Edits and card updates carry copies of the content: they go too (again on a retry, which
+        # also heals a recall cut off between these writes).
+        await self.store.events.strip_changes(conversation_id, seq)
+        # One recall event per message: it is written as the user who recalled it, under a derived
+        # client_msg_id, so a retry — or a second moderator — finds the first one.
+        return await self.writer.append(Draft(conversation_id, "message.recalled", target.recalled_by or me.user_id,
                                               client_msg_id=f"recall:{conversation_id}:{seq}", target_seq=seq))
 
     async def update_card(self, me: Principal, conversation_id: str, seq: int, card: Card,
@@ -179,6 +189,7 @@ class MessageService:
         target = await self._target(m, seq)
         if target.sender_id != me.user_id or target.message is None or target.message.kind != "card":
             raise XtError("perm.forbidden", "Only the sender of a card updates it.")
+        check_send(m.conversation, m.member, None)  # as for edits: refuse before the stored card changes
         await self.store.events.update_target(conversation_id, seq, {"recalled": {"$ne": True}},
                                               {"message.card": _builtins(card), "edited_at": utcnow()},
                                               inc={"edit_version": 1})

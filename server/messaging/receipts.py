@@ -52,9 +52,10 @@ def unread_counts(conversation: Conversation, member: Member) -> tuple[int, int]
     if member.state != "active":
         return 0, 0
     unread = max(0, conversation.msg_count - member.read_count)
-    mentions = sum(1 for s in member.mention_seqs if s > member.read_seq)
-    mentions += sum(1 for s in conversation.all_mention_seqs if s > member.read_seq and s >= member.joined_seq)
-    return unread, min(mentions, unread)
+    # A set: a message that mentions the member and @all is one mention.
+    mentions = {s for s in member.mention_seqs if s > member.read_seq}
+    mentions.update(s for s in conversation.all_mention_seqs if s > member.read_seq and s >= member.joined_seq)
+    return unread, min(len(mentions), unread)
 
 
 @dataclass(frozen=True)
@@ -157,5 +158,5 @@ class ReadStateService:
         m = await self.conversations.membership(me, conversation_id, active=True)
         if m.conversation.member_count > READ_FANOUT_LIMIT:
             return
-        await self.bus.publish(Envelope(kind="conversation", target=conversation_id,
+        await self.bus.publish(Envelope(kind="conversation", target=conversation_id, exclude_device=me.device_id,
                                         frame=frames.typing_frame(conversation_id, me.user_id)))

@@ -70,15 +70,19 @@ class SyncService:
             conversation = conversations.get(member.conversation_id)
             if conversation is None:
                 continue
-            readable = Membership(conversation, member).readable_until
-            unread, mentions = unread_counts(conversation, member)
             peer = peer_of(conversation, me.user_id)
-            entries.append(ConversationEntry(conversation, member, unread, mentions, readable,
-                                             peers.get(member_id(conversation.id, peer)) if peer else None))
+            entries.append(_entry(conversation, member, peers.get(member_id(conversation.id, peer)) if peer else None))
         # Most recent activity first, pinned conversations on top.
         entries.sort(key=lambda e: (not e.member.pinned, -(e.conversation.last_event.created_at.timestamp()
                                                             if e.conversation.last_event else 0)))
         return entries[:MAX_CONVERSATIONS]
+
+    async def conversation(self, me: Principal, conversation_id: str) -> ConversationEntry:
+        """One entry of the caller's list (a former conversation too), or ``not_found``."""
+        m = await self.messages.conversations.membership(me, conversation_id)
+        peer = peer_of(m.conversation, me.user_id)
+        peer_member = await self.store.conversations.get_member(member_id(conversation_id, peer)) if peer else None
+        return _entry(m.conversation, m.member, peer_member)
 
     async def sync(self, me: Principal, since: dict[str, int], limit: int) -> SyncResult:
         entries = await self.conversation_list(me)
@@ -106,3 +110,9 @@ class SyncService:
 
         await asyncio.gather(*(catch_up(cid, have) for cid, have in since.items()))
         return result
+
+
+def _entry(conversation: Conversation, member: Member, peer: Member | None) -> ConversationEntry:
+    unread, mentions = unread_counts(conversation, member)
+    return ConversationEntry(conversation, member, unread, mentions,
+                             Membership(conversation, member).readable_until, peer)

@@ -6,7 +6,9 @@ from datetime import datetime
 
 import msgspec
 
-from .models import Event, EventSummary, peer_of
+from .messages import Page
+from .models import Event, EventSummary, Member, peer_of
+from .receipts import Receipts, ReadState
 from .sync import ConversationEntry, SyncResult
 
 
@@ -40,10 +42,34 @@ class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
     peer_delivered_seq: int | None = None
 
 
-class MemberView(msgspec.Struct, kw_only=True):
+class ConversationMemberView(msgspec.Struct, kw_only=True):
+    """A member of a conversation (named apart from the directory's ``MemberView`` of a unit)."""
+
     user_id: str
     role: str
     joined_seq: int
+
+
+class MemberPageView(msgspec.Struct, kw_only=True):
+    members: list[ConversationMemberView]
+    next_after: str | None  # pass as ``after`` for the next page; None on the last page
+
+
+class ConversationListView(msgspec.Struct, kw_only=True):
+    conversations: list[ConversationView]
+
+
+class SentView(msgspec.Struct, kw_only=True):
+    event: Event
+    duplicate: bool  # True: a retry of an earlier send, answered with the stored original
+
+
+class EventView(msgspec.Struct, kw_only=True):
+    event: Event
+
+
+class ReadAllView(msgspec.Struct, kw_only=True):
+    conversations: int  # how many conversations were marked read
 
 
 class PageView(msgspec.Struct, kw_only=True):
@@ -106,3 +132,25 @@ def sync_view(result: SyncResult, now: datetime) -> SyncView:
                     has_more=result.has_more,
                     errors={cid: ErrorView(code=e.code, message=e.message, details=e.details)
                             for cid, e in result.errors.items()})
+
+
+def member_page_view(members: list[Member], limit: int) -> MemberPageView:
+    return MemberPageView(members=[ConversationMemberView(user_id=m.user_id, role=m.role, joined_seq=m.joined_seq)
+                                   for m in members],
+                          next_after=members[-1].user_id if len(members) == limit else None)
+
+
+def page_view(conversation_id: str, page: Page) -> PageView:
+    return PageView(conversation_id=conversation_id, events=page.events, first=page.first, last=page.last,
+                    has_more=page.has_more, readable_from=page.readable_from, readable_until=page.readable_until)
+
+
+def receipts_view(conversation_id: str, seq: int, receipts: Receipts) -> ReceiptsView:
+    return ReceiptsView(conversation_id=conversation_id, seq=seq, read_count=receipts.read_count,
+                        total=receipts.total, users=[m.user_id for m in receipts.users],
+                        next_after=receipts.next_after)
+
+
+def read_state_view(state: ReadState) -> ReadStateView:
+    return ReadStateView(conversation_id=state.conversation_id, read_seq=state.read_seq, unread=state.unread,
+                         mention_unread=state.mention_unread)

@@ -36,6 +36,8 @@ class EventsStore:
         IndexSpec("events", [("conversation_id", ASCENDING), ("seq", ASCENDING)], "log", {"unique": True}),
         IndexSpec("events", [("sender_id", ASCENDING), ("client_msg_id", ASCENDING)], "idempotency",
                   {"unique": True, "partialFilterExpression": {"client_msg_id": {"$type": "string"}}}),
+        IndexSpec("events", [("conversation_id", ASCENDING), ("target_seq", ASCENDING)], "changes",
+                  {"partialFilterExpression": {"target_seq": {"$exists": True}}}),
         IndexSpec("hidden_events", [("user_id", ASCENDING), ("conversation_id", ASCENDING), ("seq", ASCENDING)],
                   "by_user", {"unique": True}),
     )
@@ -84,6 +86,15 @@ class EventsStore:
         doc = await self.col.find_one_and_update({"_id": event_id(conversation_id, seq), **condition}, update,
                                                  return_document=ReturnDocument.AFTER)
         return doc_to_event(doc) if doc else None
+
+    async def strip_changes(self, conversation_id: str, target_seq: int) -> None:
+        """Remove the content that edits and card updates copied from a message (when it is recalled)."""
+        # Found through the "changes" index by name: the embedded database does not choose a partial
+        # index by itself (and an update ignores the hint), so find first, then update by _id.
+        docs = await self.col.find({"conversation_id": conversation_id, "target_seq": target_seq,
+                                    "message": {"$exists": True}}, {"_id": 1}).hint("changes").to_list()
+        if docs:
+            await self.col.update_many({"_id": {"$in": [d["_id"] for d in docs]}}, {"$unset": {"message": ""}})
 
     # Delete-for-me.
     async def hide(self, user_id: str, conversation_id: str, seqs: list[int], now: datetime) -> None:
