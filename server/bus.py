@@ -27,7 +27,8 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     ``kind="conversation"``: ``frame`` goes to every connected device of the conversation's members;
     ``members_added``/``members_removed`` update the gateways' routing *before* (added) or *after*
     (removed) delivery, so a removed member receives the removal and nothing after it.
-    ``kind="user"``: ``frame`` goes to the user's connected devices (all, or ``device_id`` only).
+    ``kind="user"``: ``frame`` goes to the user's connected devices (all, or ``device_id`` only;
+    never ``exclude_device``).
     ``kind="revoke"``: close ``device_id`` of ``target`` (the device was signed out).
     """
 
@@ -37,7 +38,8 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     members_added: list[str] = []
     members_removed: list[str] = []
     device_id: str | None = None
-    exclude_device: str | None = None
+    exclude_device: str | None = None  # conversation frames: not to this device ...
+    exclude_user: str | None = None  # ... nor to any device of this user
 
 
 Handler = Callable[[Envelope], Awaitable[None]]

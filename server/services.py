@@ -64,7 +64,7 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
     admin = AdminService(store, audit, auth)
     writer = EventWriter(store, Fanout(bus).events_written)
     conversations = ConversationService(store, writer, directory)
-    messages = MessageService(store, writer, conversations, audit)
+    messages = MessageService(store, writer, conversations, audit, bus)
     read_state = ReadStateService(store, conversations, bus)
     sync = SyncService(store, messages)
     # Hooks between components: hidden users stay reachable for people who already talk with them;

@@ -89,8 +89,8 @@ async def test_group_creator_owns_it_and_the_others_are_members(demo):
 
     assert group["kind"] == "group" and group["name"] == "防汛 值班群"
     assert group["role"] == "owner" and group["owner_id"] == demo.user("huangjian")
-    # The view leaves out fields at their default (members may invite, no mute-all).
-    assert group["member_count"] == 4 and "members_can_invite" not in group and "mute_all" not in group
+    # Every field is present, defaults included (members may invite, no mute-all).
+    assert group["member_count"] == 4 and group["members_can_invite"] is True and group["mute_all"] is False
     assert await member_roles(demo, "mojun", group["id"]) == {
         demo.user("huangjian"): "owner", demo.user("weiming"): "member", demo.user("lanting"): "member",
         demo.user("mojun"): "member"}

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 
 from ..errors import XtError
-from ..messaging.models import (Card, ClientMsgId, Event, FileRef, Message, ReplyRef)
+from ..messaging.models import (MAX_FORWARD_ITEMS, MAX_MENTIONS, MAX_TEXT, Card, ClientMsgId, Event, FileRef, Message,
+                                ReplyRef)
 
 MAX_FRAME_BYTES = 64 * 1024  # inbound; larger frames close the socket with 1009
 
@@ -22,7 +23,7 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ConversationId = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
 SeqOrZero = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
-Text = Annotated[str, msgspec.Meta(max_length=5000)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 UserIdIn = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 
 
@@ -31,7 +32,7 @@ class MessageInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omi
 
     kind: Literal["text", "card", "file", "image"]
     text: Text | None = None
-    mentions: Annotated[list[UserIdIn], msgspec.Meta(max_length=50)] = []
+    mentions: Annotated[list[UserIdIn], msgspec.Meta(max_length=MAX_MENTIONS)] = []
     mention_all: bool = False
     reply_to: ReplyRef | None = None
     card: Card | None = None
@@ -77,7 +78,7 @@ class ForwardRequest(_Request, tag="forward"):
     conversation_id: ConversationId
     client_msg_id: ClientMsgId
     source_conversation_id: ConversationId
-    seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=100)]
+    seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=MAX_FORWARD_ITEMS)]
     mode: Literal["single", "merged"] = "merged"
     title: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
@@ -85,7 +86,8 @@ class ForwardRequest(_Request, tag="forward"):
 class Edit(_Request, tag="edit"):
     conversation_id: ConversationId
     seq: Seq
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=5000)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+    client_msg_id: ClientMsgId | None = None  # makes a retried edit return the first one
 
 
 class Recall(_Request, tag="recall"):
@@ -202,6 +204,10 @@ def read_frame(conversation_id: str, user_id: str, read_seq: int, *, unread: int
 def delivered_frame(conversation_id: str, user_id: str, delivered_seq: int) -> bytes:
     return _encoder.encode({"type": "delivered", "conversation_id": conversation_id, "user_id": user_id,
                             "delivered_seq": delivered_seq})
+
+
+def hidden_frame(conversation_id: str, seqs: list[int]) -> bytes:
+    return _encoder.encode({"type": "hidden", "conversation_id": conversation_id, "seqs": seqs})
 
 
 def typing_frame(conversation_id: str, user_id: str) -> bytes:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
+from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
 from ..access import Principal
 from ..audit.service import Origin
@@ -32,8 +34,6 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT = 10.0
 HEARTBEAT = 30.0  # protocol-level ping interval; a peer silent for 1.5x this is closed
 MAX_IN_FLIGHT = 32
-SEND_RATE = 20.0  # messages per second per user and process, sustained
-SEND_BURST = 40
 
 
 class Gateway:
@@ -80,10 +80,13 @@ class Gateway:
                 return ws
         conn = Connection(ws, principal, request.remote, request.transport)
         conn.start()
-        await self.hub.register(conn)
+        send_rule = self.services.limits.rules["send"]
+        # hello is queued first: pushes routed while the hub registers the device come after it.
         conn.enqueue(frames.hello_frame(principal.user_id, conn.device_id, HEARTBEAT, utcnow(), {
             "max_frame_bytes": frames.MAX_FRAME_BYTES, "max_in_flight": MAX_IN_FLIGHT,
-            "frames_per_second": Connection.FRAME_RATE, "sends_per_second": SEND_RATE}))
+            "frames_per_second": Connection.FRAME_RATE, "sends_per_second": send_rule.rate,
+            "send_burst": send_rule.burst}))
+        await self.hub.register(conn)
         try:
             await self._frame_loop(conn)
         finally:
@@ -100,7 +103,10 @@ class Gateway:
         except asyncio.TimeoutError:
             await ws.close(code=CLOSE_AUTH_TIMEOUT, message=b"authenticate within 10 s")
             return None
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        if msg.type == WSMsgType.BINARY:
+            await ws.close(code=CLOSE_PROTOCOL, message=b"binary frames are not part of the protocol")
+            return None
+        if msg.type != WSMsgType.TEXT:
             return None
         try:
             frame = frames.decode_request(msg.data)
@@ -157,8 +163,11 @@ class Gateway:
             conn.enqueue(frames.result_frame(frame.id, result))
         except XtError as exc:
             conn.enqueue(frames.error_frame(frame.id, exc))
+        except (ConnectionFailure, ServerSelectionTimeoutError) as exc:  # as REST answers it
+            log.warning("database unavailable during %s: %s", type(frame).__name__, exc)
+            conn.enqueue(frames.error_frame(frame.id, XtError("server.unavailable")))
         except Exception:
-            incident = f"{id(frame):x}"
+            incident = secrets.token_hex(6)
             log.exception("frame %s failed (incident %s)", type(frame).__name__, incident)
             conn.enqueue(frames.error_frame(frame.id, XtError("server.internal", details={"incident": incident})))
         finally:
@@ -208,18 +217,19 @@ class Gateway:
         return {"event": written.event, "duplicate": written.duplicate}
 
     async def on_edit(self, conn: Connection, frame: frames.Edit) -> Any:
-        written = await self.services.messages.edit(conn.principal, frame.conversation_id, frame.seq, frame.text)
-        return {"event": written.event}
+        written = await self.services.messages.edit(conn.principal, frame.conversation_id, frame.seq, frame.text,
+                                                    frame.client_msg_id)
+        return {"event": written.event, "duplicate": written.duplicate}
 
     async def on_recall(self, conn: Connection, frame: frames.Recall) -> Any:
         written = await self.services.messages.recall(conn.principal, frame.conversation_id, frame.seq,
                                                       Origin(ip=conn.remote, user_agent="websocket"))
-        return {"event": written.event}
+        return {"event": written.event, "duplicate": written.duplicate}
 
     async def on_update_card(self, conn: Connection, frame: frames.UpdateCard) -> Any:
         written = await self.services.messages.update_card(conn.principal, frame.conversation_id, frame.seq,
                                                            frame.card, frame.client_msg_id)
-        return {"event": written.event}
+        return {"event": written.event, "duplicate": written.duplicate}
 
     async def on_delete_for_me(self, conn: Connection, frame: frames.DeleteForMe) -> Any:
         await self.services.messages.hide(conn.principal, frame.conversation_id, frame.seqs)
@@ -246,11 +256,11 @@ class Gateway:
         if len(conn.typing_sent) > 100:
             conn.typing_sent = {k: v for k, v in conn.typing_sent.items() if now - v < TYPING_INTERVAL}
         try:
-            await self.services.read_state.typing(conn.principal, frame.conversation_id)
+            sent = await self.services.read_state.typing(conn.principal, frame.conversation_id)
         except XtError:
             conn.typing_sent.pop(frame.conversation_id, None)  # a refusal is answered as such every time
             raise
-        return {"sent": True}
+        return {"sent": sent}
 
     async def on_receipts(self, conn: Connection, frame: frames.Receipts) -> Any:
         receipts = await self.services.read_state.receipts(conn.principal, frame.conversation_id, frame.seq,

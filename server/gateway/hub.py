@@ -28,6 +28,7 @@ class Hub:
         self.user_connections: dict[str, set[Connection]] = defaultdict(set)
         self.user_conversations: dict[str, set[str]] = {}
         self.conversation_users: dict[str, set[str]] = defaultdict(set)
+        self.loading: dict[str, list[tuple[str, bool]]] = {}  # user -> membership changes seen while loading
 
     @property
     def connection_count(self) -> int:
@@ -42,14 +43,27 @@ class Hub:
         self.devices[conn.device_id] = conn
         first = not self.user_connections[conn.user_id]
         self.user_connections[conn.user_id].add(conn)
-        if first:
+        if not first:
+            return
+        # Membership changes that arrive while the user's conversations load are kept and applied
+        # after: the load may have read the member documents before a join was written.
+        changes: list[tuple[str, bool]] = []
+        self.loading[conn.user_id] = changes
+        try:
             conversations = set(await self.store.conversations.active_conversation_ids(conn.user_id))
-            if not self.user_connections.get(conn.user_id):  # disconnected while we were loading
-                return
-            self.user_conversations[conn.user_id] = conversations
-            for cid in conversations:
-                self.conversation_users[cid].add(conn.user_id)
-            await self.bus.subscribe(conversations=conversations, users=[conn.user_id])
+        finally:
+            del self.loading[conn.user_id]
+        if not self.user_connections.get(conn.user_id):  # disconnected while we were loading
+            return
+        for cid, joined in changes:
+            if joined:
+                conversations.add(cid)
+            else:
+                conversations.discard(cid)
+        self.user_conversations[conn.user_id] = conversations
+        for cid in conversations:
+            self.conversation_users[cid].add(conn.user_id)
+        await self.bus.subscribe(conversations=conversations, users=[conn.user_id])
 
     async def unregister(self, conn: Connection) -> None:
         if self.devices.get(conn.device_id) is conn:
@@ -86,15 +100,21 @@ class Hub:
         if envelope.kind == "conversation":
             cid = envelope.target
             for user_id in envelope.members_added:
+                if user_id in self.loading:
+                    self.loading[user_id].append((cid, True))
                 if user_id in self.user_conversations and cid not in self.user_conversations[user_id]:
                     self.user_conversations[user_id].add(cid)
                     self.conversation_users[cid].add(user_id)
                     await self.bus.subscribe(conversations=[cid])
             for user_id in self.conversation_users.get(cid, ()):
+                if user_id == envelope.exclude_user:
+                    continue
                 for conn in self.user_connections.get(user_id, ()):
                     if conn.device_id != envelope.exclude_device:
                         conn.enqueue(envelope.frame)
             for user_id in envelope.members_removed:
+                if user_id in self.loading:
+                    self.loading[user_id].append((cid, False))
                 conversations = self.user_conversations.get(user_id)
                 if conversations is not None and cid in conversations:
                     conversations.discard(cid)
@@ -106,7 +126,8 @@ class Hub:
                             await self.bus.unsubscribe(conversations=[cid])
         elif envelope.kind == "user":
             for conn in self.user_connections.get(envelope.target, ()):
-                if envelope.device_id is None or conn.device_id == envelope.device_id:
+                if (envelope.device_id is None or conn.device_id == envelope.device_id) \
+                        and conn.device_id != envelope.exclude_device:
                     conn.enqueue(envelope.frame)
         elif envelope.kind == "revoke":
             for conn in list(self.user_connections.get(envelope.target, ())):

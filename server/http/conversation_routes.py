@@ -15,8 +15,8 @@ import msgspec
 
 from ..errors import XtError
 from ..gateway.frames import ConversationId, MessageInput, Seq, SeqOrZero, UserIdIn
-from ..messaging.models import ClientMsgId
-from ..messaging.views import (ConversationListView, ConversationView, EventView, MemberPageView, PageView,
+from ..messaging.models import MAX_FORWARD_ITEMS, MAX_TEXT, ClientMsgId
+from ..messaging.views import (ConversationListView, ConversationView, MemberPageView, PageView,
                                ReadAllView, ReadStateView, ReceiptsView, SentView, conversation_view,
                                member_page_view, page_view, read_state_view, receipts_view)
 from .auth_routes import origin
@@ -92,13 +92,14 @@ class MessageSend(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class MessageForward(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     client_msg_id: ClientMsgId
     source_conversation_id: ConversationId
-    seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=100)]
+    seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=MAX_FORWARD_ITEMS)]
     mode: Literal["single", "merged"] = "merged"
     title: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 class MessageEdit(msgspec.Struct, forbid_unknown_fields=True):
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=5000)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+    client_msg_id: ClientMsgId | None = None  # makes a retried edit answer the first one
 
 
 class ReadMark(msgspec.Struct, forbid_unknown_fields=True):
@@ -305,24 +306,26 @@ async def forward(ctx: RequestContext, body: MessageForward) -> Any:
 
 
 @routes.route("PATCH", "/v1/conversations/{conversation_id}/events/{seq}", summary="Edit my text message",
-              body=MessageEdit, response=EventView,
-              errors=EDIT)
-async def edit(ctx: RequestContext, body: MessageEdit) -> EventView:
-    """Within 15 minutes of sending. Answers the `message.edited` event."""
+              body=MessageEdit, response=SentView,
+              errors=EDIT + ("message.client_id_reused",))
+async def edit(ctx: RequestContext, body: MessageEdit) -> SentView:
+    """Within 15 minutes of sending. Answers the `message.edited` event (`duplicate: true` for a retry
+    with the same `client_msg_id`)."""
     seq = seq_param(ctx)
-    written = await ctx.services.messages.edit(ctx.me, ctx.param("conversation_id"), seq, body.text)
-    return EventView(event=written.event)
+    written = await ctx.services.messages.edit(ctx.me, ctx.param("conversation_id"), seq, body.text,
+                                               body.client_msg_id)
+    return SentView(event=written.event, duplicate=written.duplicate)
 
 
 @routes.route("POST", "/v1/conversations/{conversation_id}/events/{seq}/recall", summary="Recall a message (撤回)",
-              response=EventView, errors=MANAGE + SEQ_IN_PATH + ("message.not_editable",
-                                                                  "message.recall_window_passed"))
-async def recall(ctx: RequestContext) -> EventView:
+              response=SentView, errors=MANAGE + SEQ_IN_PATH + ("message.not_editable",
+                                                                 "message.recall_window_passed"))
+async def recall(ctx: RequestContext) -> SentView:
     """The sender within 2 minutes; the owner and admins of a group at any time. The content is erased
     for everyone; answers the `message.recalled` event (a retry answers the same one)."""
     seq = seq_param(ctx)
     written = await ctx.services.messages.recall(ctx.me, ctx.param("conversation_id"), seq, origin(ctx))
-    return EventView(event=written.event)
+    return SentView(event=written.event, duplicate=written.duplicate)
 
 
 @routes.route("POST", "/v1/conversations/{conversation_id}/events/{seq}/hide", summary="Delete an event for me",

@@ -111,7 +111,7 @@ class ConversationService:
         the creation with them instead of getting a chat without members."""
         by = conversation.created_by
         written = await self.writer.append(Draft(
-            conversation.id, "conversation.created", by, client_msg_id=f"created:{conversation.id}",
+            conversation.id, "conversation.created", by, client_msg_id=f"#created:{conversation.id}",
             data=SystemData(by=by, kind=conversation.kind, name=conversation.name or None,
                             user_ids=sorted(members), unit_id=conversation.unit_id)))
         now = utcnow()

@@ -13,8 +13,9 @@
   status changed.
 * **Delete for me** hides events from the caller's own reads only.
 
-Edits, recalls and card updates carry a system ``client_msg_id`` derived from their target, so
-retrying one never writes it twice.
+Edits, recalls and card updates are idempotent too: a card update and an edit may carry the
+client's ``client_msg_id``; otherwise (and for recalls) the server derives one from the target.
+Derived ids start with ``#``, a character client ids cannot contain, so the two never collide.
 """
 
 from __future__ import annotations
@@ -27,16 +28,19 @@ import msgspec
 
 from ..access import Principal
 from ..audit.service import AuditService, Origin
+from ..bus import Bus, Envelope
 from ..errors import XtError
+from ..gateway import frames
 from ..models import utcnow
 from ..store import Store
 from .conversations import ConversationService, Membership
-from .models import Card, Event, Forward, ForwardedItem, Message
+from .models import MAX_CARD_BYTES, Card, Event, Forward, ForwardedItem, Message
 from .writer import Draft, EventWriter, Written, check_send
 
 EDIT_WINDOW = timedelta(minutes=15)
 RECALL_WINDOW = timedelta(minutes=2)
 MAX_PAGE = 200
+MAX_PAGE_BYTES = 2 * 1024 * 1024  # a page stops growing past this (it keeps at least one event)
 MAX_FORWARD_DEPTH = 3
 
 
@@ -64,12 +68,21 @@ def validate_message(message: Message) -> Message:
         raise XtError("request.invalid", "text: contains a NUL character")
     if len(set(message.mentions)) != len(message.mentions):
         raise XtError("request.invalid", "mentions: each user once")
+    if message.card is not None:
+        check_card_size(message.card)
     return message
 
 
+def check_card_size(card: Card) -> None:
+    if len(msgspec.json.encode(card)) > MAX_CARD_BYTES:
+        raise XtError("request.invalid", f"card: at most {MAX_CARD_BYTES} bytes of JSON")
+
+
 class MessageService:
-    def __init__(self, store: Store, writer: EventWriter, conversations: ConversationService, audit: AuditService):
+    def __init__(self, store: Store, writer: EventWriter, conversations: ConversationService, audit: AuditService,
+                 bus: Bus):
         self.store = store
+        self.bus = bus
         self.writer = writer
         self.conversations = conversations
         self.audit = audit
@@ -127,8 +140,23 @@ class MessageService:
             raise XtError("message.not_editable")
         return event
 
-    async def edit(self, me: Principal, conversation_id: str, seq: int, text: str) -> Written:
+    async def _earlier(self, me: Principal, conversation_id: str, client_msg_id: str | None,
+                       event_type: str) -> Written | None:
+        """The stored answer to an earlier request with this client_msg_id, if there was one."""
+        if client_msg_id is None:
+            return None
+        earlier = await self.store.events.get_by_client_id(me.user_id, client_msg_id)
+        if earlier is None:
+            return None
+        if earlier.conversation_id != conversation_id or earlier.type != event_type:
+            raise XtError("message.client_id_reused")
+        return Written(earlier, True)
+
+    async def edit(self, me: Principal, conversation_id: str, seq: int, text: str,
+                   client_msg_id: str | None = None) -> Written:
         m = await self.conversations.membership(me, conversation_id, active=True)
+        if (earlier := await self._earlier(me, conversation_id, client_msg_id, "message.edited")) is not None:
+            return earlier
         target = await self._target(m, seq)
         if target.sender_id != me.user_id:
             raise XtError("perm.forbidden", "Only the sender edits a message.")
@@ -148,8 +176,9 @@ class MessageService:
         if updated is None:
             raise XtError("message.not_editable", "The message changed meanwhile; try again.")
         return await self.writer.append(Draft(
-            conversation_id, "message.edited", me.user_id, client_msg_id=f"edit:{conversation_id}:{seq}:"
-            f"{updated.edit_version}", message=new, target_seq=seq, policy="send"))
+            conversation_id, "message.edited", me.user_id,
+            client_msg_id=client_msg_id or f"#edit:{conversation_id}:{seq}:{updated.edit_version}",
+            message=new, target_seq=seq, policy="send"))
 
     async def recall(self, me: Principal, conversation_id: str, seq: int, origin: Origin) -> Written:
         m = await self.conversations.membership(me, conversation_id, active=True)
@@ -181,15 +210,19 @@ class MessageService:
         # One recall event per message: it is written as the user who recalled it, under a derived
         # client_msg_id, so a retry — or a second moderator — finds the first one.
         return await self.writer.append(Draft(conversation_id, "message.recalled", target.recalled_by or me.user_id,
-                                              client_msg_id=f"recall:{conversation_id}:{seq}", target_seq=seq))
+                                              client_msg_id=f"#recall:{conversation_id}:{seq}", target_seq=seq))
 
     async def update_card(self, me: Principal, conversation_id: str, seq: int, card: Card,
                           client_msg_id: str) -> Written:
         m = await self.conversations.membership(me, conversation_id, active=True)
+        # A retry must not change the stored card again (it may carry other content): answer the first.
+        if (earlier := await self._earlier(me, conversation_id, client_msg_id, "card.updated")) is not None:
+            return earlier
         target = await self._target(m, seq)
         if target.sender_id != me.user_id or target.message is None or target.message.kind != "card":
             raise XtError("perm.forbidden", "Only the sender of a card updates it.")
         check_send(m.conversation, m.member, None)  # as for edits: refuse before the stored card changes
+        check_card_size(card)
         await self.store.events.update_target(conversation_id, seq, {"recalled": {"$ne": True}},
                                               {"message.card": _builtins(card), "edited_at": utcnow()},
                                               inc={"edit_version": 1})
@@ -202,7 +235,11 @@ class MessageService:
         lo, hi = self._readable(m)
         if any(not lo <= s <= hi for s in seqs):
             raise XtError("not_found", "No such message.")
-        await self.store.events.hide(me.user_id, conversation_id, sorted(set(seqs)), utcnow())
+        hidden = sorted(set(seqs))
+        await self.store.events.hide(me.user_id, conversation_id, hidden, utcnow())
+        # The user's other devices drop them too (their next sync would not return them either).
+        await self.bus.publish(Envelope(kind="user", target=me.user_id, exclude_device=me.device_id,
+                                        frame=frames.hidden_frame(conversation_id, hidden)))
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -221,7 +258,7 @@ class MessageService:
         return await self.read_page(m, me.user_id, before=before, after=after, limit=limit)
 
     async def read_page(self, m: Membership, user_id: str, *, before: int | None, after: int | None,
-                        limit: int) -> Page:
+                        limit: int, max_bytes: int | None = None) -> Page:
         lo, hi = self._readable(m)
         if (after is not None and after > hi) or (before is not None and before > hi + 1):
             raise XtError("message.seq_out_of_range", details={"last_seq": hi})
@@ -238,6 +275,22 @@ class MessageService:
         hidden = await self.store.events.hidden_seqs(user_id, m.conversation.id, first, last)
         if hidden:
             events = [e for e in events if e.seq not in hidden]
+        # A page of long messages or chat records could outgrow what a phone should take in one
+        # frame (and the socket's send queue): cut it at max_bytes, keeping at least one event.
+        max_bytes = MAX_PAGE_BYTES if max_bytes is None else max_bytes
+        size, kept = 0, 0
+        for event in events if after is not None else reversed(events):
+            size += len(msgspec.json.encode(event))
+            if kept and size > max_bytes:
+                break
+            kept += 1
+        if kept < len(events):
+            if after is not None:
+                events = events[:kept]
+                last, more = events[-1].seq, True
+            else:
+                events = events[len(events) - kept:]
+                first, more = events[0].seq, True
         return Page(events, first, last, more, lo, hi)
 
 

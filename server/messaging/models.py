@@ -48,14 +48,14 @@ def event_id(conversation_id: str, seq: int) -> str:
     return f"{conversation_id}:{seq:012d}"
 
 
-class ReplyRef(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ReplyRef(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """The message a reply quotes, by seq. No excerpt is copied: clients show the quoted event as it
     is now, so a recalled message disappears from the replies that quote it too."""
 
     seq: Annotated[int, msgspec.Meta(ge=1)]
 
 
-class FileRef(msgspec.Struct, kw_only=True, omit_defaults=True):
+class FileRef(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """A file or image shared in the conversation. Uploads are a later part; the shape is fixed now:
     ``file_id`` names a stored upload, and only members of the conversation may download it."""
 
@@ -68,19 +68,19 @@ class FileRef(msgspec.Struct, kw_only=True, omit_defaults=True):
     thumbnail_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
-class CardField(msgspec.Struct, kw_only=True):
+class CardField(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     label: Annotated[str, msgspec.Meta(max_length=64)]
     value: Annotated[str, msgspec.Meta(max_length=512)]
 
 
-class CardButton(msgspec.Struct, kw_only=True, omit_defaults=True):
+class CardButton(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     style: Literal["default", "primary", "danger"] = "default"
     url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 
 
-class Card(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Card(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """An interactive card (bots, mini-apps). Updatable in place by its sender (``card.updated``)."""
 
     title: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]

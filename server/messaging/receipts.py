@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 from pymongo import UpdateOne
 
 from ..access import Principal
@@ -31,7 +32,7 @@ from ..errors import XtError
 from ..gateway import frames
 from ..models import from_doc, utcnow
 from ..store import Store
-from .conversations import ConversationService, Membership
+from .conversations import ConversationService
 from .models import Conversation, Member
 
 RECEIPT_GROUP_LIMIT = 500
@@ -83,18 +84,20 @@ class ReadStateService:
                 raise XtError("message.seq_out_of_range", details={"last_seq": m.readable_until})
             member = await self.store.conversations.advance_read(member.id, seq, event.count, utcnow()) or \
                 await self.store.conversations.get_member(member.id) or member
-            await self._announce_read(m, member)
+            await self._announce_read(m.conversation, member)
         unread, mentions = unread_counts(m.conversation, member)
         return ReadState(conversation_id, member.read_seq, unread, mentions)
 
-    async def _announce_read(self, m: Membership, member: Member) -> None:
-        unread, mentions = unread_counts(m.conversation, member)
-        own = frames.read_frame(m.conversation.id, member.user_id, member.read_seq, unread=unread,
+    async def _announce_read(self, conversation: Conversation, member: Member) -> None:
+        """The reader's devices get their new unread counts; in small conversations, the other
+        members' devices get the reader's position (without the reader's counts)."""
+        unread, mentions = unread_counts(conversation, member)
+        own = frames.read_frame(conversation.id, member.user_id, member.read_seq, unread=unread,
                                 mention_unread=mentions)
         await self.bus.publish(Envelope(kind="user", target=member.user_id, frame=own))
-        if m.conversation.member_count <= READ_FANOUT_LIMIT and member.state == "active":
-            await self.bus.publish(Envelope(kind="conversation", target=m.conversation.id,
-                                            frame=frames.read_frame(m.conversation.id, member.user_id,
+        if conversation.member_count <= READ_FANOUT_LIMIT and member.state == "active":
+            await self.bus.publish(Envelope(kind="conversation", target=conversation.id, exclude_user=member.user_id,
+                                            frame=frames.read_frame(conversation.id, member.user_id,
                                                                     member.read_seq)))
 
     async def mark_all_read(self, me: Principal) -> int:
@@ -103,7 +106,7 @@ class ReadStateService:
         conversations = await self.store.conversations.get_many(m.conversation_id for m in members)
         now = utcnow()
         ops = []
-        changed = []
+        changed: list[tuple[Conversation, Member]] = []
         for member in members:
             conversation = conversations.get(member.conversation_id)
             if conversation is None or conversation.last_seq <= member.read_seq:
@@ -113,12 +116,12 @@ class ReadStateService:
                                            "updated_at": now},
                                   "$max": {"delivered_seq": conversation.last_seq},
                                   "$pull": {"mention_seqs": {"$lte": conversation.last_seq}}}))
-            changed.append(conversation)
+            changed.append((conversation, msgspec.structs.replace(
+                member, read_seq=conversation.last_seq, read_count=conversation.msg_count, mention_seqs=[])))
         if ops:
             await self.store.conversations.members.bulk_write(ops, ordered=False)
-        for conversation in changed:
-            await self.bus.publish(Envelope(kind="user", target=me.user_id, frame=frames.read_frame(
-                conversation.id, me.user_id, conversation.last_seq, unread=0, mention_unread=0)))
+        for conversation, member in changed:
+            await self._announce_read(conversation, member)
         return len(changed)
 
     async def delivered(self, me: Principal, conversation_id: str, seq: int) -> None:
@@ -153,10 +156,12 @@ class ReadStateService:
         users = [from_doc(d, Member) for d in docs]
         return Receipts(read, total, users, users[-1].user_id if len(users) == limit else None)
 
-    async def typing(self, me: Principal, conversation_id: str) -> None:
-        """Relay a typing notice (the gateway rate-limits per device before calling)."""
+    async def typing(self, me: Principal, conversation_id: str) -> bool:
+        """Relay a typing notice (the gateway rate-limits per device before calling); False when
+        the conversation is too large to relay typing."""
         m = await self.conversations.membership(me, conversation_id, active=True)
         if m.conversation.member_count > READ_FANOUT_LIMIT:
-            return
+            return False
         await self.bus.publish(Envelope(kind="conversation", target=conversation_id, exclude_device=me.device_id,
                                         frame=frames.typing_frame(conversation_id, me.user_id)))
+        return True

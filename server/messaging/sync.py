@@ -8,7 +8,9 @@ The algorithm (docs/protocol.md, "Sync"):
    ended the membership) with their head, unread and mention counts, mute state and last event.
 3. For each conversation in ``since`` whose readable head is beyond the device's seq, it returns the
    next ``limit`` events after it, in seq order, and ``has_more`` when more follow; the device
-   repeats ``sync`` (or pages with ``history after=``) until nothing is left. Conversations the
+   repeats ``sync`` (or pages with ``history after=``) until nothing is left. One answer carries at
+   most :data:`MAX_SYNC_BYTES` of events (one conversation at most :data:`PAGE_BYTES`); conversations
+   beyond that answer ``has_more`` with no events, for the next round. Conversations the
    device does not hold yet get no events, only their list entry: the device loads them with
    ``history`` when they are opened.
 4. A conversation in ``since`` that is not the caller's answers ``not_found`` in ``errors``; a seq
@@ -24,6 +26,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import msgspec
+
 from ..access import Principal
 from ..errors import XtError
 from ..store import Store
@@ -34,6 +38,8 @@ from .receipts import unread_counts
 
 MAX_CONVERSATIONS = 5000
 CONCURRENT_READS = 8
+MAX_SYNC_BYTES = 4 * 1024 * 1024  # events in one sync answer; the rest follow with has_more
+PAGE_BYTES = 1024 * 1024  # one conversation's share, so one busy chat cannot starve the others
 
 
 @dataclass(frozen=True)
@@ -101,13 +107,25 @@ class SyncService:
                 return
             if have == entry.readable_until:
                 return
+            nonlocal budget
             async with gate:
+                # Reserve this conversation's share before reading, so concurrent reads cannot
+                # together overshoot the answer's budget; give back what the page did not use.
+                share = min(budget, PAGE_BYTES)
+                if share <= 0:  # the answer is full: this conversation waits for the next sync
+                    result.through[conversation_id] = have
+                    result.has_more[conversation_id] = True
+                    result.events[conversation_id] = []
+                    return
+                budget -= share
                 page = await self.messages.read_page(Membership(entry.conversation, entry.member), me.user_id,
-                                                     before=None, after=have, limit=limit)
+                                                     before=None, after=have, limit=limit, max_bytes=share)
+                budget += share - sum(len(msgspec.json.encode(e)) for e in page.events)
             result.events[conversation_id] = page.events
             result.through[conversation_id] = page.last
             result.has_more[conversation_id] = page.has_more
 
+        budget = MAX_SYNC_BYTES
         await asyncio.gather(*(catch_up(cid, have) for cid, have in since.items()))
         return result
 

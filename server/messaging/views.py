@@ -12,7 +12,7 @@ from .receipts import Receipts, ReadState
 from .sync import ConversationEntry, SyncResult
 
 
-class ConversationView(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ConversationView(msgspec.Struct, kw_only=True):
     id: str
     kind: str
     name: str
@@ -62,10 +62,6 @@ class ConversationListView(msgspec.Struct, kw_only=True):
 class SentView(msgspec.Struct, kw_only=True):
     event: Event
     duplicate: bool  # True: a retry of an earlier send, answered with the stored original
-
-
-class EventView(msgspec.Struct, kw_only=True):
-    event: Event
 
 
 class ReadAllView(msgspec.Struct, kw_only=True):

@@ -14,7 +14,8 @@ a process goes through here:
    insert stops there with a duplicate-key error, the lane re-reads that conversation's head and
    re-assigns the rest of the batch in the same order. A sender's messages therefore never swap.
 4. A duplicate ``(sender_id, client_msg_id)`` means a retried send: the stored original is returned
-   (same seq), nothing is written twice.
+   (same seq), nothing is written twice. If the original lies beyond its conversation's recorded
+   head, its first write was cut off before announcing it: the retry advances the head and publishes.
 5. One bulk write advances the conversations' heads (last seq, message count, last-event summary,
    @all mentions) and one pushes @mentions into the mentioned members' documents.
 6. Only then are the events published (``on_written``) and the callers acknowledged:
@@ -205,9 +206,15 @@ class _Lane:
                     draft.future.set_exception(XtError("server.unavailable"))
                 pending = []
 
-        if stored:
-            await self._advance_heads([e for _, e in stored])
-            await self.writer.on_written([e for _, e in stored])
+        # A duplicate beyond its conversation's recorded head was stored by a write whose outcome was
+        # lost (connection cut after the insert, crash before the head update): nobody was told of
+        # it. Its retry finishes that write's job, so an acknowledged event is always visible.
+        unannounced = [e for _, e in duplicates
+                       if e.seq > getattr(conversations.get(e.conversation_id), "last_seq", e.seq)]
+        if stored or unannounced:
+            events = sorted([e for _, e in stored] + unannounced, key=lambda e: (e.conversation_id, e.seq))
+            await self._advance_heads(events)
+            await self.writer.on_written(events)
         for draft, event in stored:
             draft.future.set_result(Written(event, False))
         for draft, event in duplicates:

@@ -47,10 +47,11 @@ class ConversationsStore:
         return {d["_id"]: from_doc(d, Conversation) for d in await self.col.find({"_id": {"$in": ids}}).to_list()}
 
     async def get_by_direct_key(self, key: str) -> Conversation | None:
-        return from_doc(await self.col.find_one({"direct_key": key}), Conversation)
+        # Hinted: SecantusDB does not pick a partial index by itself.
+        return from_doc(await self.col.find_one({"direct_key": key}, hint="direct_pair"), Conversation)
 
     async def get_by_unit(self, unit_id: str) -> Conversation | None:
-        return from_doc(await self.col.find_one({"unit_id": unit_id}), Conversation)
+        return from_doc(await self.col.find_one({"unit_id": unit_id}, hint="unit_group"), Conversation)
 
     async def update(self, conversation_id: str, changes: dict[str, Any], now: datetime,
                      inc: dict[str, int] | None = None) -> Conversation | None:

@@ -55,7 +55,8 @@ class EventsStore:
         return doc_to_event(doc) if doc else None
 
     async def get_by_client_id(self, sender_id: str, client_msg_id: str) -> Event | None:
-        doc = await self.col.find_one({"sender_id": sender_id, "client_msg_id": client_msg_id})
+        # Hinted: SecantusDB does not pick a partial index by itself and would scan every event.
+        doc = await self.col.find_one({"sender_id": sender_id, "client_msg_id": client_msg_id}, hint="idempotency")
         return doc_to_event(doc) if doc else None
 
     async def range(self, conversation_id: str, lo: int, hi: int) -> list[Event]:
