@@ -73,12 +73,14 @@ class ConversationLog:
 
 
 class XietongClient:
-    def __init__(self, base_url: str, *, device_name: str = "xietong-sdk", platform: str = "cli",
+    def __init__(self, base_url: str | list[str], *, device_name: str = "xietong-sdk", platform: str = "cli",
                  reconnect: bool = True, sync_limit: int = 200, hold_all: bool = True):
         """``hold_all``: keep the whole log of every conversation (tests, bots, desktop). A phone
         would pass False and load a conversation's history when it is opened."""
-        self.base_url = base_url.rstrip("/")
-        self.ws_url = self.base_url.replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws"
+        # Several URLs (server processes, or entry points of a deployment): the client moves to the
+        # next one when the current one cannot be reached or asks it to reconnect elsewhere.
+        self.urls = [u.rstrip("/") for u in ([base_url] if isinstance(base_url, str) else base_url)]
+        self._url_index = 0
         self.device = {"name": device_name, "platform": platform}
         self.reconnect = reconnect
         self.sync_limit = sync_limit
@@ -101,6 +103,17 @@ class XietongClient:
         self._closing = False
         self._catching_up: set[str] = set()
         self._send_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def base_url(self) -> str:
+        return self.urls[self._url_index]
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/ws"
+
+    def _next_url(self) -> None:
+        self._url_index = (self._url_index + 1) % len(self.urls)
 
     # ---- REST -----------------------------------------------------------------------------------
 
@@ -210,6 +223,16 @@ class XietongClient:
                     await self._inbox.put(frame)
                 elif kind == "reconnect":
                     close_reason = frame.get("reason")
+                    self._next_url()  # this process is going away: try another first
+                elif kind == "resync":
+                    # The server's bus lost messages during an outage: catch up on everything.
+                    asyncio.get_running_loop().create_task(self._resync())
+                elif kind == "hidden":
+                    conv_log = self.logs.get(frame["conversation_id"])
+                    for seq in frame["seqs"]:
+                        if conv_log is not None and seq in conv_log.events:
+                            conv_log.events[seq]["hidden"] = True
+                    await self._inbox.put(frame)
                 else:
                     await self._inbox.put(frame)
         except websockets.ConnectionClosed:
@@ -236,7 +259,7 @@ class XietongClient:
                     log.warning("giving up reconnecting: %s", exc)
                     return
             except (OSError, asyncio.TimeoutError, websockets.WebSocketException):
-                pass
+                self._next_url()
             else:
                 # Unacknowledged sends go again from _send_reliably, with the same client_msg_id.
                 with contextlib.suppress(ConnectionClosed, XietongError, asyncio.TimeoutError):
@@ -333,6 +356,11 @@ class XietongClient:
                 and self._connected.is_set():
             self._catching_up.add(cid)
             asyncio.get_running_loop().create_task(self._catch_up(cid))
+
+    async def _resync(self) -> None:
+        with contextlib.suppress(XietongError, ConnectionClosed, asyncio.TimeoutError):
+            await self.sync()
+        await self._inbox.put({"type": "resync"})
 
     async def _catch_up(self, conversation_id: str) -> None:
         try:
@@ -433,6 +461,18 @@ class XietongClient:
     def messages(self, conversation_id: str) -> list[dict[str, Any]]:
         """The message events held for a conversation, in seq order."""
         return [e for e in self.logs.get(conversation_id, ConversationLog()).ordered() if e["type"] == "message"]
+
+    # Presence.
+    async def set_presence(self, state: str) -> dict[str, Any]:
+        """Tell the server this device is "active" (foreground) or "away" (background)."""
+        return await self.request("presence", state=state)
+
+    async def watch_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        """Receive ``presence`` pushes for these users; answers their current presence."""
+        return (await self.request("presence_watch", user_ids=user_ids))["presence"]
+
+    async def query_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        return (await self.request("presence_query", user_ids=user_ids))["presence"]
 
     # Conversation management goes over REST.
     async def open_direct(self, user_id: str) -> dict[str, Any]:

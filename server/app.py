@@ -99,8 +99,11 @@ def create_app(services: Services, *, allowed_origins: tuple[str, ...]) -> web.A
     app[GATEWAY_KEY] = gateway
     app.router.add_get("/v1/ws", gateway.handle, name="gateway")
 
+    services.presence.local_devices = hub.local_devices
+
     async def start_bus(app: web.Application) -> None:
         await services.bus.start(hub.handle)
+        await services.start()
 
     async def drain_gateway(app: web.Application) -> None:
         await gateway.shutdown()

@@ -5,10 +5,13 @@ sync (seq gaps). Frames travel pre-encoded, so an event is serialised once howev
 processes receive it.
 
 * :class:`InProcessBus` — the embedded default: one server process, delivery by direct call.
-* A Redis bus with the same interface serves several processes (the scale-out part).
+* :class:`~xietong.server.redis_bus.RedisBus` — the same interface over Redis pub/sub for any number
+  of processes.
 
-Routing: a gateway subscribes to the conversations and users of its connected devices; a process
-receives only envelopes for those (the Redis bus maps them to channels), never the whole stream.
+Routing: a gateway subscribes to the conversations, users and presence of its connected devices; a
+process receives only envelopes for those (the Redis bus maps each to a channel), never the whole
+stream. When a bus comes back after an outage it hands the gateway a ``resync`` envelope: envelopes
+published meanwhile are lost, so every connected device is told to sync.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     ``kind="user"``: ``frame`` goes to the user's connected devices (all, or ``device_id`` only;
     never ``exclude_device``).
     ``kind="revoke"``: close ``device_id`` of ``target`` (the device was signed out).
+    ``kind="presence"``: ``frame`` goes to the devices subscribed to ``target``'s presence.
+    ``kind="resync"``: local only — the bus lost envelopes; every device should sync.
     """
 
-    kind: Literal["conversation", "user", "revoke"]
+    kind: Literal["conversation", "user", "revoke", "presence", "resync"]
     target: str
     frame: bytes = b""
     members_added: list[str] = []
@@ -50,9 +55,13 @@ class Bus(Protocol):
 
     async def publish(self, envelope: Envelope) -> None: ...
 
-    async def subscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = ()) -> None: ...
+    async def publish_many(self, envelopes: list[Envelope]) -> None: ...
 
-    async def unsubscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = ()) -> None: ...
+    async def subscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = (),
+                        presence: Iterable[str] = ()) -> None: ...
+
+    async def unsubscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = (),
+                          presence: Iterable[str] = ()) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -73,10 +82,16 @@ class InProcessBus:
             except Exception:  # delivery problems must never fail the write that published
                 log.exception("delivering a bus envelope failed")
 
-    async def subscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = ()) -> None:
+    async def publish_many(self, envelopes: list[Envelope]) -> None:
+        for envelope in envelopes:
+            await self.publish(envelope)
+
+    async def subscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = (),
+                        presence: Iterable[str] = ()) -> None:
         return None
 
-    async def unsubscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = ()) -> None:
+    async def unsubscribe(self, conversations: Iterable[str] = (), users: Iterable[str] = (),
+                          presence: Iterable[str] = ()) -> None:
         return None
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ documentation and the parser cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,29 @@ def _origins(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"a number from {lo:g} to {hi:g}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"a number from {lo:g} to {hi:g}")
+        return value
+
+    return parse
+
+
+def _addresses(raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise ValueError("a comma-separated list of IP addresses such as 10.0.0.2,10.0.0.3") from None
+    return items
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -136,6 +160,12 @@ VARIABLES: tuple[Variable, ...] = (
              "First lockout; doubles with each further failure."),
     Variable("XT_LOGIN_LOCKOUT_MAX_SECONDS", "login_lockout_max_seconds", _int_range(1, 7 * 86400), "3600",
              "Longest lockout."),
+    Variable("XT_PRESENCE_TTL_SECONDS", "presence_ttl", _int_range(3, 600), "45",
+             "A device not renewed for this long (its server process died) is offline; renewed every TTL/3."),
+    Variable("XT_PRESENCE_DEBOUNCE_SECONDS", "presence_debounce", _float_range(0, 60), "2",
+             "Presence changes are announced after this delay, and only if the state still differs."),
+    Variable("XT_TRUSTED_PROXIES", "trusted_proxies", _addresses, None,
+             "Comma-separated addresses of reverse proxies whose X-Forwarded-For gives the client address."),
     Variable("XT_SEED_DEMO", "seed_demo", _bool, "true",
              "`xietong up`: seed the demo organisation into an empty database. Set false in production."),
     Variable("XT_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level."),
@@ -160,6 +190,9 @@ class Settings:
     keys_dir: Path | None
     allowed_origins: tuple[str, ...] | None
     max_body_bytes: int
+    presence_ttl: int
+    presence_debounce: float
+    trusted_proxies: tuple[str, ...] | None
     login_max_failures: int
     login_lockout_seconds: int
     login_lockout_max_seconds: int

@@ -67,7 +67,7 @@ CODES: dict[str, ErrorSpec] = {
     "message.recall_window_passed": ErrorSpec(409, "The time to recall this message has passed (2 minutes)."),
     "message.not_editable": ErrorSpec(409, "This event cannot be edited, recalled or updated (wrong kind, or recalled)."),
     "message.client_id_reused": ErrorSpec(
-        409, "This client_msg_id was already used for a message in another conversation."),
+        409, "This client_msg_id was already used for something else (another conversation or kind of change)."),
     "message.seq_out_of_range": ErrorSpec(400, "The seq is beyond the conversation's last event."),
     "receipts.group_too_large": ErrorSpec(409, "Read receipts are not kept for groups this large."),
     # Server side.

@@ -22,6 +22,8 @@ from .messaging.messages import MessageService
 from .messaging.receipts import ReadStateService
 from .messaging.sync import SyncService
 from .messaging.writer import EventWriter
+from .presence.backend import MemoryPresenceBackend, PresenceBackend, RedisPresenceBackend
+from .presence.service import PresenceService
 from .ratelimit import Limits
 from .store import Store
 
@@ -44,17 +46,32 @@ class Services:
     messages: MessageService
     read_state: ReadStateService
     sync: SyncService
+    presence: PresenceService
+
+    async def start(self) -> None:
+        """Start the background work: the bus listener and presence renewal (needs a running loop)."""
+        self.presence.start()
 
     async def close(self) -> None:
-        """Finish queued writes, then release the bus and the database."""
+        """Finish queued writes, then release presence, the bus and the database."""
         await self.writer.stop()
+        await self.presence.stop()
         await self.bus.close()
         await self.store.close()
 
 
-def build_services(settings: Settings, store: Store, keys: KeyRing | None = None, bus: Bus | None = None) -> Services:
+def build_services(settings: Settings, store: Store, keys: KeyRing | None = None) -> Services:
+    """With ``XT_REDIS_URL``, the bus and presence live in Redis (several processes); without, in
+    this process (the embedded default)."""
     keys = keys or KeyRing.load_or_create(settings.effective_keys_dir)
-    bus = bus or InProcessBus()
+    bus: Bus
+    presence_backend: PresenceBackend
+    if settings.redis_url:
+        from .redis_bus import RedisBus
+
+        bus, presence_backend = RedisBus(settings.redis_url), RedisPresenceBackend(settings.redis_url)
+    else:
+        bus, presence_backend = InProcessBus(), MemoryPresenceBackend()
     issuer = TokenIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                          ttl_seconds=settings.access_token_ttl)
     verifier = TokenVerifier.for_key_ring(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
@@ -67,9 +84,11 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
     messages = MessageService(store, writer, conversations, audit, bus)
     read_state = ReadStateService(store, conversations, bus)
     sync = SyncService(store, messages)
+    presence = PresenceService(store, presence_backend, bus, directory, ttl=settings.presence_ttl,
+                               debounce=settings.presence_debounce)
     # Hooks between components: hidden users stay reachable for people who already talk with them;
     # unit groups follow the directory.
-    directory.shares_conversation = conversations.shares_conversation
+    directory.conversation_peers = conversations.peers_among
     admin.membership_listeners.append(conversations.follow_unit_membership)
 
     async def close_signed_out_sockets(user_id: str, device_ids: list[str]) -> None:
@@ -78,4 +97,4 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
 
     auth.signed_out_listeners.append(close_signed_out_sockets)
     return Services(settings, store, keys, issuer, verifier, audit, auth, directory, admin, Limits(), bus, writer,
-                    conversations, messages, read_state, sync)
+                    conversations, messages, read_state, sync, presence)

@@ -44,8 +44,10 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_settings(mongo_url: str, db_name: str, data_dir: Path, keys_dir: Path, **overrides: Any) -> Settings:
+    # A short presence debounce: a stopping server waits for announcements in their debounce window.
+    values: dict[str, Any] = {"presence_debounce": 0.05, **overrides}
     return Settings.from_env({}, mongo_url=mongo_url, mongo_db=db_name, port=0, data_dir=data_dir,
-                             keys_dir=keys_dir, seed_demo=False, **overrides)
+                             keys_dir=keys_dir, seed_demo=False, **values)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from org_support import create_user, error_code, grant, member_names, names, user_names
+
+from xietong.server.access import Principal
 
 
 async def browse(demo, viewer: str, unit: str):
@@ -135,13 +136,14 @@ async def test_directory_hidden_user_is_invisible_to_administrators_of_other_bra
     assert status == 404 and error_code(body) == "not_found"
 
 
+async def share_a_group(demo, *usernames: str) -> None:
+    """A group set up by the system administrator, who sees everyone."""
+    await demo.server.services.conversations.create_group(
+        Principal(demo.user("admin"), None), "工作群", [demo.user(u) for u in usernames], None)
+
+
 async def test_people_already_in_a_conversation_with_a_hidden_user_still_reach_their_profile(demo):
-    pair = {(demo.user("zhouhui"), demo.user("liyun"))}
-
-    async def shares_conversation(viewer_id: str, target_id: str) -> bool:
-        return (viewer_id, target_id) in pair
-
-    demo.server.services.directory.shares_conversation = shares_conversation
+    await share_a_group(demo, "zhouhui", "liyun")
 
     status, body = await profile(demo, "zhouhui", "liyun")
     assert status == 200 and body["display_name"] == "李云"
@@ -186,10 +188,7 @@ async def test_everything_under_a_hidden_unit_is_hidden_too(demo):
 
 
 async def test_a_conversation_partner_in_a_hidden_unit_is_reachable_without_revealing_the_unit(demo):
-    async def shares_conversation(viewer_id: str, target_id: str) -> bool:
-        return {viewer_id, target_id} == {demo.user("zhouhui"), demo.user("mengqiang")}
-
-    demo.server.services.directory.shares_conversation = shares_conversation
+    await share_a_group(demo, "zhouhui", "mengqiang")
     status, body = await profile(demo, "zhouhui", "mengqiang")
     assert status == 200 and body["display_name"] == "蒙强"
     assert body["posts"] == []

@@ -40,7 +40,7 @@ class UserPage:
 
 # A hook the messaging layer fills in: do two users share a conversation? A user hidden from the
 # directory stays reachable (profile, messages) for people who already talk with them.
-SharesConversation = Callable[[str, str], Awaitable[bool]]
+ConversationPeers = Callable[[str, list[str]], Awaitable[set[str]]]
 
 
 def _encode_offset(offset: int) -> str:
@@ -69,7 +69,9 @@ def _visible(vis: Visibility, units: dict[str, Unit]) -> dict[str, Unit]:
 class DirectoryService:
     def __init__(self, store: Store):
         self.store = store
-        self.shares_conversation: SharesConversation | None = None
+        # Which of these users share an active conversation with the viewer? (Set by the messaging
+        # layer.) A user hidden from the directory stays reachable for people who already talk with them.
+        self.conversation_peers: ConversationPeers | None = None
 
     async def viewer(self, me: Principal) -> tuple[User, Visibility]:
         user = await self.store.users.get(me.user_id)
@@ -151,10 +153,24 @@ class DirectoryService:
         if user is None:
             raise XtError("not_found", "No such user.")
         units = await self.store.units.get_many(user.unit_ids)
-        if vis.user_visible(user, units) or (
-                self.shares_conversation is not None and await self.shares_conversation(viewer.id, user.id)):
+        if vis.user_visible(user, units) or user.id in await self._peers(viewer.id, [user.id]):
             return user, _visible(vis, units)
         raise XtError("not_found", "No such user.")
+
+    async def _peers(self, viewer_id: str, user_ids: list[str]) -> set[str]:
+        if self.conversation_peers is None or not user_ids:
+            return set()
+        return await self.conversation_peers(viewer_id, user_ids)
+
+    async def visible_among(self, me: Principal, user_ids: list[str]) -> set[str]:
+        """Those of ``user_ids`` the caller may see — in the directory or through a shared
+        conversation — in a fixed number of queries (for presence and batch look-ups)."""
+        _, vis = await self.viewer(me)
+        users = await self.store.users.get_many(user_ids)
+        units = await self.store.units.get_many([u for user in users.values() for u in user.unit_ids])
+        visible = {uid for uid, user in users.items() if vis.user_visible(user, units)}
+        rest = [uid for uid in users if uid not in visible]
+        return visible | await self._peers(me.user_id, rest)
 
     async def can_contact(self, viewer_id: str, target_id: str) -> bool:
         """May ``viewer`` start a conversation with ``target``? The directory's visibility decides."""

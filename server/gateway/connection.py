@@ -1,7 +1,8 @@
 """One device's WebSocket: a bounded send queue drained by one writer task, and its rate limits.
 
 Memory per connection is bounded: at most :data:`MAX_QUEUED_FRAMES` frames or
-:data:`MAX_QUEUED_BYTES` bytes wait to be written. A consumer that cannot keep up (a phone on a
+:data:`MAX_QUEUED_BYTES` bytes wait to be written, beyond one answer that may be larger on its own
+(answers are bounded in bytes where they are built: sync, history). A consumer that cannot keep up (a phone on a
 dying network, a stuck client) is closed with code 4009 and its queue released; it reconnects and
 syncs, losing nothing. Frames are pre-encoded bytes shared by every recipient, so a queued frame
 costs a reference, not a copy. Closing waits at most :data:`CLOSE_TIMEOUT` for the peer to take the
@@ -63,6 +64,8 @@ class Connection:
         self.writer_task: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None  # the close started by abort (the handler awaits it)
         self.typing_sent: dict[str, float] = {}
+        self.presence_state = "active"  # the app in the foreground; "away" in the background
+        self.watching: set[str] = set()  # users whose presence this device watches
 
     @property
     def user_id(self) -> str:
@@ -79,7 +82,9 @@ class Connection:
     def enqueue(self, frame: bytes) -> None:
         if self.closed:
             return
-        if len(self.queue) >= MAX_QUEUED_FRAMES or self.queued_bytes + len(frame) > MAX_QUEUED_BYTES:
+        # One large answer (a sync with a long conversation list) is not slowness: a frame is always
+        # admitted into an empty queue; the bounds apply to what piles up behind it.
+        if self.queue and (len(self.queue) >= MAX_QUEUED_FRAMES or self.queued_bytes + len(frame) > MAX_QUEUED_BYTES):
             log.info("closing slow consumer %s (%d frames, %d bytes queued)", self.device_id, len(self.queue),
                      self.queued_bytes)
             self.abort(CLOSE_SLOW_CONSUMER, "slow consumer: send queue full")

@@ -2,7 +2,8 @@
 
 Every frame is a JSON object with a ``type``. A client request carries an ``id`` (its correlation
 id) and is answered by exactly one ``result`` or ``error`` frame with the same ``id``. Pushes from
-the server (``event``, ``read``, ``delivered``, ``typing``, ``reconnect``) carry no ``id``.
+the server (``hello``, ``event``, ``read``, ``delivered``, ``typing``, ``hidden``, ``presence``,
+``resync``, ``reconnect``) carry no ``id``.
 ``docs/protocol.md`` documents every frame; this module is the source of truth it follows.
 """
 
@@ -133,8 +134,29 @@ class Receipts(_Request, tag="receipts"):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
 
 
+UserIdList = Annotated[list[UserIdIn], msgspec.Meta(min_length=1, max_length=500)]
+
+
+class Presence(_Request, tag="presence"):
+    """The device's own state: in the foreground (active) or in the background (away)."""
+
+    state: Literal["active", "away"]
+
+
+class PresenceWatch(_Request, tag="presence_watch"):
+    user_ids: UserIdList
+
+
+class PresenceUnwatch(_Request, tag="presence_unwatch"):
+    user_ids: UserIdList
+
+
+class PresenceQuery(_Request, tag="presence_query"):
+    user_ids: UserIdList
+
+
 ClientFrame = Union[Auth, Ping, Sync, History, Send, ForwardRequest, Edit, Recall, UpdateCard, DeleteForMe, Read,
-                    ReadAll, Delivered, Typing, Receipts]
+                    ReadAll, Delivered, Typing, Receipts, Presence, PresenceWatch, PresenceUnwatch, PresenceQuery]
 REQUEST_TYPES = tuple(sorted(t.__struct_config__.tag for t in ClientFrame.__args__))  # type: ignore[attr-defined]
 
 _decoder = msgspec.json.Decoder(ClientFrame)
@@ -218,6 +240,14 @@ def hello_frame(user_id: str, device_id: str, heartbeat: float, server_time: dat
                 limits: dict[str, Any]) -> bytes:
     return _encoder.encode({"type": "hello", "protocol": 1, "user_id": user_id, "device_id": device_id,
                             "heartbeat_seconds": heartbeat, "server_time": server_time, "limits": limits})
+
+
+def presence_frame(user_id: str, state: str, last_seen: datetime | None) -> bytes:
+    return _encoder.encode({"type": "presence", "user_id": user_id, "state": state, "last_seen": last_seen})
+
+
+def resync_frame() -> bytes:
+    return _encoder.encode({"type": "resync"})
 
 
 def reconnect_frame(reason: str) -> bytes:

@@ -22,6 +22,8 @@ from ..audit.service import Origin
 from ..errors import XtError
 from ..messaging.receipts import TYPING_INTERVAL
 from ..messaging.views import PageView, ReadStateView, ReceiptsView, sync_view
+from ..http.context import client_address
+from ..presence.views import PresenceView, presence_view
 from ..models import utcnow
 from ..services import Services
 from . import frames
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT = 10.0
 HEARTBEAT = 30.0  # protocol-level ping interval; a peer silent for 1.5x this is closed
 MAX_IN_FLIGHT = 32
+MAX_WATCHED = 1000  # users whose presence one device may watch
 
 
 class Gateway:
@@ -49,6 +52,8 @@ class Gateway:
             frames.Recall: self.on_recall, frames.UpdateCard: self.on_update_card,
             frames.DeleteForMe: self.on_delete_for_me, frames.Read: self.on_read, frames.ReadAll: self.on_read_all,
             frames.Delivered: self.on_delivered, frames.Typing: self.on_typing, frames.Receipts: self.on_receipts,
+            frames.Presence: self.on_presence, frames.PresenceWatch: self.on_presence_watch,
+            frames.PresenceUnwatch: self.on_presence_unwatch, frames.PresenceQuery: self.on_presence_query,
         }
 
     # ---- connection life ----------------------------------------------------------------------------
@@ -78,7 +83,8 @@ class Gateway:
             principal = await self._authenticate_by_frame(ws)
             if principal is None:
                 return ws
-        conn = Connection(ws, principal, request.remote, request.transport)
+        conn = Connection(ws, principal, client_address(request, self.services.settings.trusted_proxies),
+                          request.transport)
         conn.start()
         send_rule = self.services.limits.rules["send"]
         # hello is queued first: pushes routed while the hub registers the device come after it.
@@ -87,10 +93,20 @@ class Gateway:
             "frames_per_second": Connection.FRAME_RATE, "sends_per_second": send_rule.rate,
             "send_burst": send_rule.burst}))
         await self.hub.register(conn)
+        presence = self.services.presence
         try:
+            try:
+                await presence.device_connected(principal.user_id, conn.device_id)
+            except Exception as exc:  # Redis down: the next renewal registers the device
+                log.warning("presence update on connect failed: %s", exc)
             await self._frame_loop(conn)
         finally:
             await self.hub.unregister(conn)
+            if self.hub.devices.get(conn.device_id) is None:  # not replaced by a newer connection here
+                try:
+                    await presence.device_disconnected(principal.user_id, conn.device_id)
+                except Exception as exc:  # Redis down: the device expires by TTL instead
+                    log.warning("presence update on disconnect failed: %s", exc)
             conn.closed = True
             conn.wake.set()
             if conn.closing is not None:
@@ -261,6 +277,30 @@ class Gateway:
             conn.typing_sent.pop(frame.conversation_id, None)  # a refusal is answered as such every time
             raise
         return {"sent": sent}
+
+    async def on_presence(self, conn: Connection, frame: frames.Presence) -> Any:
+        conn.presence_state = frame.state
+        await self.services.presence.device_state(conn.user_id, conn.device_id, frame.state)
+        return {"state": frame.state}
+
+    async def on_presence_watch(self, conn: Connection, frame: frames.PresenceWatch) -> Any:
+        """Watch users' presence (those the caller may see); answers their current presence."""
+        wanted = [u for u in frame.user_ids if u not in conn.watching]
+        if len(conn.watching) + len(wanted) > MAX_WATCHED:
+            raise XtError("request.invalid", f"A device watches at most {MAX_WATCHED} users; unwatch some first.")
+        allowed = await self.services.presence.allowed(conn.principal, wanted)
+        await self.hub.watch(conn, allowed)
+        return {"presence": await self._presence_views(conn, frame.user_ids)}
+
+    async def on_presence_unwatch(self, conn: Connection, frame: frames.PresenceUnwatch) -> Any:
+        await self.hub.unwatch(conn, list(frame.user_ids))
+        return {"watching": len(conn.watching)}
+
+    async def on_presence_query(self, conn: Connection, frame: frames.PresenceQuery) -> Any:
+        return {"presence": await self._presence_views(conn, frame.user_ids)}
+
+    async def _presence_views(self, conn: Connection, user_ids: list[str]) -> list[PresenceView]:
+        return [presence_view(p) for p in await self.services.presence.query(conn.principal, list(user_ids))]
 
     async def on_receipts(self, conn: Connection, frame: frames.Receipts) -> Any:
         receipts = await self.services.read_state.receipts(conn.principal, frame.conversation_id, frame.seq,

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from ..bus import Bus, Envelope
 from ..store import Store
+from . import frames
 from .connection import CLOSE_REPLACED, CLOSE_REVOKED, Connection
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Hub:
         self.user_conversations: dict[str, set[str]] = {}
         self.conversation_users: dict[str, set[str]] = defaultdict(set)
         self.loading: dict[str, list[tuple[str, bool]]] = {}  # user -> membership changes seen while loading
+        self.presence_watchers: dict[str, set[Connection]] = defaultdict(set)  # watched user -> connections
 
     @property
     def connection_count(self) -> int:
@@ -68,9 +70,41 @@ class Hub:
     async def unregister(self, conn: Connection) -> None:
         if self.devices.get(conn.device_id) is conn:
             del self.devices[conn.device_id]
+        await self.unwatch(conn, list(conn.watching))
         unused = self._drop(conn)
         if unused is not None:
             await self.bus.unsubscribe(conversations=unused, users=[conn.user_id])
+
+    async def watch(self, conn: Connection, user_ids: list[str]) -> None:
+        """Deliver presence changes of ``user_ids`` to ``conn`` (the caller checked it may see them)."""
+        first = []
+        for user_id in user_ids:
+            if conn in self.presence_watchers[user_id]:
+                continue
+            if not self.presence_watchers[user_id]:
+                first.append(user_id)
+            self.presence_watchers[user_id].add(conn)
+            conn.watching.add(user_id)
+        if first:
+            await self.bus.subscribe(presence=first)
+
+    async def unwatch(self, conn: Connection, user_ids: list[str]) -> None:
+        last = []
+        for user_id in user_ids:
+            watchers = self.presence_watchers.get(user_id)
+            conn.watching.discard(user_id)
+            if watchers is None or conn not in watchers:
+                continue
+            watchers.discard(conn)
+            if not watchers:
+                del self.presence_watchers[user_id]
+                last.append(user_id)
+        if last:
+            await self.bus.unsubscribe(presence=last)
+
+    def local_devices(self) -> list[tuple[str, str, str]]:
+        """(user, device, presence state) of every device connected here, for presence renewal."""
+        return [(c.user_id, c.device_id, c.presence_state) for c in self.devices.values()]
 
     def _drop(self, conn: Connection) -> set[str] | None:
         """Remove ``conn``; when it was the user's last, forget the user's routing and return the
@@ -129,6 +163,14 @@ class Hub:
                 if (envelope.device_id is None or conn.device_id == envelope.device_id) \
                         and conn.device_id != envelope.exclude_device:
                     conn.enqueue(envelope.frame)
+        elif envelope.kind == "presence":
+            for conn in self.presence_watchers.get(envelope.target, ()):
+                conn.enqueue(envelope.frame)
+        elif envelope.kind == "resync":
+            # The bus lost envelopes during an outage: every device here catches up by sync.
+            frame = frames.resync_frame()
+            for conn in self.devices.values():
+                conn.enqueue(frame)
         elif envelope.kind == "revoke":
             for conn in list(self.user_connections.get(envelope.target, ())):
                 if envelope.device_id is None or conn.device_id == envelope.device_id:

@@ -86,6 +86,7 @@ class MeView(msgspec.Struct):
     system_admin: bool
     roles: list[RoleView]
     totp_enabled: bool
+    hide_last_seen: bool
     device_id: str | None
 
 
@@ -143,7 +144,8 @@ async def me(ctx: RequestContext) -> MeView:
     units = await ctx.services.store.units.get_many(user.unit_ids)
     return MeView(user=user_view(user, units, with_phone=True), username=user.username,
                   system_admin=user.system_admin, roles=[RoleView(role=r.role, unit_id=r.unit_id) for r in user.roles],
-                  totp_enabled=bool(user.totp and user.totp.enabled), device_id=ctx.me.device_id)
+                  totp_enabled=bool(user.totp and user.totp.enabled), hide_last_seen=user.hide_last_seen,
+                  device_id=ctx.me.device_id)
 
 
 @routes.route("GET", "/v1/me/devices", summary="My signed-in devices", response=DeviceList)

@@ -14,6 +14,19 @@ if TYPE_CHECKING:
     from ..access import Principal
 
 SERVICES_KEY: web.AppKey["Services"] = web.AppKey("services")
+
+
+def client_address(request: web.Request, trusted_proxies: tuple[str, ...] | None) -> str | None:
+    """The client's address: the peer, or — when the peer is a trusted reverse proxy — the last
+    address in X-Forwarded-For that is not itself a trusted proxy. Untrusted peers cannot forge it."""
+    peer = request.remote
+    if not trusted_proxies or peer not in trusted_proxies:
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop[:64]
+    return peer
 _CTX_KEY: web.RequestKey["RequestContext"] = web.RequestKey("xt_context")
 
 
@@ -33,7 +46,7 @@ class RequestContext:
 
     @property
     def ip(self) -> str | None:
-        return self.request.remote
+        return client_address(self.request, self.services.settings.trusted_proxies)
 
     @property
     def user_agent(self) -> str | None:

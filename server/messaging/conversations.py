@@ -347,5 +347,5 @@ class ConversationService:
         await self.membership(me, conversation_id, active=True)
         return await self.store.conversations.list_members(conversation_id, after_user=after, limit=limit)
 
-    async def shares_conversation(self, a: str, b: str) -> bool:
-        return await self.store.conversations.shares_conversation(a, b)
+    async def peers_among(self, user_id: str, candidates: list[str]) -> set[str]:
+        return await self.store.conversations.peers_among(user_id, candidates)

@@ -24,5 +24,4 @@ class Fanout:
         self.bus = bus
 
     async def events_written(self, events: list[Event]) -> None:
-        for event in events:
-            await self.bus.publish(envelope_for(event))
+        await self.bus.publish_many([envelope_for(event) for event in events])

@@ -61,7 +61,7 @@ class ConversationListView(msgspec.Struct, kw_only=True):
 
 class SentView(msgspec.Struct, kw_only=True):
     event: Event
-    duplicate: bool  # True: a retry of an earlier send, answered with the stored original
+    duplicate: bool  # True: a retry (same client_msg_id), answered with the stored original event
 
 
 class ReadAllView(msgspec.Struct, kw_only=True):

@@ -190,7 +190,7 @@ class _Lane:
                     original = await store.events.get_by_client_id(failed.sender_id or "", failed.client_msg_id or "")
                     if original is None:  # the unique index says it exists: only a race can hide it
                         pending = [failed] + rest
-                    elif original.conversation_id != failed.conversation_id:
+                    elif original.conversation_id != failed.conversation_id or original.type != failed.type:
                         failed.future.set_exception(XtError("message.client_id_reused"))
                         pending = rest
                     else:

@@ -164,10 +164,11 @@ class ConversationsStore:
         cursor = self.members.find(query).sort("user_id", ASCENDING).limit(limit)
         return [from_doc(d, Member) for d in await cursor.to_list()]
 
-    async def shares_conversation(self, a: str, b: str) -> bool:
-        """Do users a and b have an active conversation in common? (Bounded by a's conversations.)"""
-        mine = await self.active_conversation_ids(a)
-        if not mine:
-            return False
-        return await self.members.count_documents(
-            {"conversation_id": {"$in": mine}, "user_id": b, "state": "active"}, limit=1) > 0
+    async def peers_among(self, user_id: str, candidates: list[str]) -> set[str]:
+        """Those of ``candidates`` who share an active conversation with ``user_id``."""
+        mine = await self.active_conversation_ids(user_id)
+        if not mine or not candidates:
+            return set()
+        docs = await self.members.find({"conversation_id": {"$in": mine}, "user_id": {"$in": candidates},
+                                        "state": "active"}, {"user_id": 1}).to_list()
+        return {d["user_id"] for d in docs}
