@@ -12,6 +12,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from redis.exceptions import RedisError
 
 from .errors import XtError
 from .gateway.handler import Gateway
@@ -55,8 +56,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(XtError("request.method_not_allowed"))
     except web.HTTPException:
         raise
-    except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
-        log.warning("database unavailable during %s %s: %s", request.method, request.path, exc)
+    except (ConnectionFailure, ServerSelectionTimeoutError, RedisError) as exc:
+        log.warning("a backing service is unavailable during %s %s: %s", request.method, request.path, exc)
         return error_response(XtError("server.unavailable"))
     except Exception:
         incident = secrets.token_hex(6)

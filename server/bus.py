@@ -31,7 +31,9 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     ``members_added``/``members_removed`` update the gateways' routing *before* (added) or *after*
     (removed) delivery, so a removed member receives the removal and nothing after it.
     ``kind="user"``: ``frame`` goes to the user's connected devices (all, or ``device_id`` only;
-    never ``exclude_device``).
+    never ``exclude_device``). With ``conversation_id``, it tells the user's gateways that the user
+    joined that conversation: they start routing it (a process that had no member of a new
+    conversation is not subscribed to its channel, so joins travel on the joined users' channels).
     ``kind="revoke"``: close ``device_id`` of ``target`` (the device was signed out).
     ``kind="presence"``: ``frame`` goes to the devices subscribed to ``target``'s presence.
     ``kind="resync"``: local only — the bus lost envelopes; every device should sync.
@@ -45,6 +47,7 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     device_id: str | None = None
     exclude_device: str | None = None  # conversation frames: not to this device ...
     exclude_user: str | None = None  # ... nor to any device of this user
+    conversation_id: str | None = None  # user frames: the conversation the user just joined
 
 
 Handler = Callable[[Envelope], Awaitable[None]]

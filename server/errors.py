@@ -71,7 +71,7 @@ CODES: dict[str, ErrorSpec] = {
     "message.seq_out_of_range": ErrorSpec(400, "The seq is beyond the conversation's last event."),
     "receipts.group_too_large": ErrorSpec(409, "Read receipts are not kept for groups this large."),
     # Server side.
-    "server.unavailable": ErrorSpec(503, "A backing service (database) is unreachable; retry."),
+    "server.unavailable": ErrorSpec(503, "A backing service (database, Redis) is unreachable; retry."),
     "server.internal": ErrorSpec(500, "Unexpected server error (logged with `details.incident`)."),
 }
 

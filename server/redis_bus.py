@@ -20,12 +20,20 @@ from typing import Iterable
 
 import msgspec
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import Envelope, Handler
 
 log = logging.getLogger(__name__)
 
+# A pooled connection may be stale after Redis restarted: retry a command twice, briefly, before
+# reporting the outage.
+RETRY = {"retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+         "retry_on_error": [RedisConnectionError, RedisTimeoutError]}
 CONTROL = "xt:ctl"  # always subscribed, so the listener holds a connection even with no devices
 _PREFIX = {"conversation": "xt:c:", "user": "xt:u:", "revoke": "xt:u:", "presence": "xt:p:"}
 
@@ -38,7 +46,7 @@ class RedisBus:
     def __init__(self, url: str):
         self.url = url
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_keepalive=True,
-                                          health_check_interval=15)
+                                          health_check_interval=15, **RETRY)
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(Envelope).decode
         self._wanted: set[str] = {CONTROL}

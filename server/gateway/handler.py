@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
+from redis.exceptions import RedisError
 
 from ..access import Principal
 from ..audit.service import Origin
@@ -179,7 +180,7 @@ class Gateway:
             conn.enqueue(frames.result_frame(frame.id, result))
         except XtError as exc:
             conn.enqueue(frames.error_frame(frame.id, exc))
-        except (ConnectionFailure, ServerSelectionTimeoutError) as exc:  # as REST answers it
+        except (ConnectionFailure, ServerSelectionTimeoutError, RedisError) as exc:  # as REST answers it
             log.warning("database unavailable during %s: %s", type(frame).__name__, exc)
             conn.enqueue(frames.error_frame(frame.id, XtError("server.unavailable")))
         except Exception:

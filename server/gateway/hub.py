@@ -133,19 +133,16 @@ class Hub:
         """Deliver one bus envelope to the local connections it concerns."""
         if envelope.kind == "conversation":
             cid = envelope.target
-            for user_id in envelope.members_added:
-                if user_id in self.loading:
-                    self.loading[user_id].append((cid, True))
-                if user_id in self.user_conversations and cid not in self.user_conversations[user_id]:
-                    self.user_conversations[user_id].add(cid)
-                    self.conversation_users[cid].add(user_id)
-                    await self.bus.subscribe(conversations=[cid])
+            joined = set(envelope.members_added)
+            # Joined users receive the join on their own channel (kind "user"), not here.
             for user_id in self.conversation_users.get(cid, ()):
-                if user_id == envelope.exclude_user:
+                if user_id == envelope.exclude_user or user_id in joined:
                     continue
                 for conn in self.user_connections.get(user_id, ()):
                     if conn.device_id != envelope.exclude_device:
                         conn.enqueue(envelope.frame)
+            for user_id in joined:
+                await self._route(user_id, cid)
             for user_id in envelope.members_removed:
                 if user_id in self.loading:
                     self.loading[user_id].append((cid, False))
@@ -159,6 +156,8 @@ class Hub:
                             del self.conversation_users[cid]
                             await self.bus.unsubscribe(conversations=[cid])
         elif envelope.kind == "user":
+            if envelope.conversation_id is not None:
+                await self._route(envelope.target, envelope.conversation_id)
             for conn in self.user_connections.get(envelope.target, ()):
                 if (envelope.device_id is None or conn.device_id == envelope.device_id) \
                         and conn.device_id != envelope.exclude_device:
@@ -175,6 +174,19 @@ class Hub:
             for conn in list(self.user_connections.get(envelope.target, ())):
                 if envelope.device_id is None or conn.device_id == envelope.device_id:
                     conn.abort(CLOSE_REVOKED, "this device was signed out")
+
+    async def _route(self, user_id: str, cid: str) -> None:
+        """Start routing conversation ``cid`` to ``user_id``'s local devices (they joined it)."""
+        if user_id in self.loading:
+            self.loading[user_id].append((cid, True))
+        conversations = self.user_conversations.get(user_id)
+        if conversations is None or cid in conversations:
+            return
+        conversations.add(cid)
+        first = not self.conversation_users.get(cid)
+        self.conversation_users[cid].add(user_id)
+        if first:
+            await self.bus.subscribe(conversations=[cid])
 
     def all_connections(self) -> list[Connection]:
         return list(self.devices.values())

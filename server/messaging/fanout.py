@@ -10,11 +10,17 @@ JOINS = {"conversation.created", "member.joined"}
 LEAVES = {"member.left", "member.removed"}
 
 
-def envelope_for(event: Event) -> Envelope:
-    joined = event.data.user_ids if event.type in JOINS and event.data else []
-    left = event.data.user_ids if event.type in LEAVES and event.data else []
-    return Envelope(kind="conversation", target=event.conversation_id, frame=event_frame(event),
-                    members_added=list(joined), members_removed=list(left))
+def envelopes_for(event: Event) -> list[Envelope]:
+    """The conversation's envelope, and for a join one envelope per joined user on their own channel
+    (their gateways may not follow the conversation yet; they receive the join event that way)."""
+    frame = event_frame(event)
+    joined = list(event.data.user_ids) if event.type in JOINS and event.data else []
+    left = list(event.data.user_ids) if event.type in LEAVES and event.data else []
+    envelopes = [Envelope(kind="conversation", target=event.conversation_id, frame=frame,
+                          members_added=joined, members_removed=left)]
+    envelopes += [Envelope(kind="user", target=user_id, frame=frame, conversation_id=event.conversation_id)
+                  for user_id in joined]
+    return envelopes
 
 
 class Fanout:
@@ -24,4 +30,4 @@ class Fanout:
         self.bus = bus
 
     async def events_written(self, events: list[Event]) -> None:
-        await self.bus.publish_many([envelope_for(event) for event in events])
+        await self.bus.publish_many([envelope for event in events for envelope in envelopes_for(event)])

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import redis.asyncio as redis
 
+from ..redis_bus import RETRY
+
 DeviceEntry = tuple[str, str, str]  # (user_id, device_id, state)
 
 
@@ -107,7 +109,7 @@ class RedisPresenceBackend:
     ``xt:pp:<user>`` the last state announced."""
 
     def __init__(self, url: str):
-        self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, decode_responses=True)
+        self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, decode_responses=True, **RETRY)
         self._claim = self.redis.register_script(_CLAIM)
         self._swap = self.redis.register_script(_SWAP)
 
