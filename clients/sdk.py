@@ -103,6 +103,8 @@ class XietongClient:
         self._closing = False
         self._catching_up: set[str] = set()
         self._send_locks: dict[str, asyncio.Lock] = {}
+        self.watched: set[str] = set()  # users whose presence this client watches
+        self._reconnecting: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -183,6 +185,8 @@ class XietongClient:
     async def close(self) -> None:
         self._closing = True
         self._connected.clear()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -244,7 +248,7 @@ class XietongClient:
                     future.set_exception(ConnectionClosed(close_reason or "socket closed"))
             self._requests.clear()
             if not self._closing and self.reconnect:
-                asyncio.get_running_loop().create_task(self._reconnect_loop())
+                self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
         delay = 0.05
@@ -358,8 +362,13 @@ class XietongClient:
             asyncio.get_running_loop().create_task(self._catch_up(cid))
 
     async def _resync(self) -> None:
+        """The server lost notices during an outage: catch up on messages, and re-read the presence
+        of the users watched (their changes in the meantime were not announced)."""
         with contextlib.suppress(XietongError, ConnectionClosed, asyncio.TimeoutError):
             await self.sync()
+            if self.watched:
+                for state in await self.query_presence(sorted(self.watched)):
+                    await self._inbox.put({"type": "presence", **state})
         await self._inbox.put({"type": "resync"})
 
     async def _catch_up(self, conversation_id: str) -> None:
@@ -458,6 +467,16 @@ class XietongClient:
             if kind is None or frame.get("type") == kind:
                 return frame
 
+    async def next_message(self, conversation_id: str | None = None, timeout: float = 10) -> dict[str, Any]:
+        """The next pushed ``message`` event (of ``conversation_id``), skipping other pushes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            frame = await self.next_push("event", timeout=max(0.0, deadline - loop.time()))
+            event = frame["event"]
+            if event["type"] == "message" and conversation_id in (None, event["conversation_id"]):
+                return event
+
     def messages(self, conversation_id: str) -> list[dict[str, Any]]:
         """The message events held for a conversation, in seq order."""
         return [e for e in self.logs.get(conversation_id, ConversationLog()).ordered() if e["type"] == "message"]
@@ -469,7 +488,9 @@ class XietongClient:
 
     async def watch_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
         """Receive ``presence`` pushes for these users; answers their current presence."""
-        return (await self.request("presence_watch", user_ids=user_ids))["presence"]
+        states = (await self.request("presence_watch", user_ids=user_ids))["presence"]
+        self.watched.update(s["user_id"] for s in states)
+        return states
 
     async def query_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:
         return (await self.request("presence_query", user_ids=user_ids))["presence"]
