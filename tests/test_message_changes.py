@@ -20,13 +20,13 @@ CARD = {"title": "用车申请", "body": "6月3日 南宁→柳州", "status": "
 
 async def stored(demo, cid: str, seq: int) -> dict:
     """The event as the database holds it."""
-    return await demo.server.services.store.events.col.find_one({"_id": event_id(cid, seq)})
+    return await demo.server.services.store.events.col.find_one({"conversation_id": cid, "seq": seq})
 
 
 async def age(demo, cid: str, seq: int, minutes: float) -> None:
     """Make a stored message ``minutes`` old."""
     await demo.server.services.store.events.col.update_one(
-        {"_id": event_id(cid, seq)}, {"$set": {"created_at": utcnow() - timedelta(minutes=minutes)}})
+        {"conversation_id": cid, "seq": seq}, {"$set": {"created_at": utcnow() - timedelta(minutes=minutes)}})
 
 
 async def refused(code: str, call) -> None:

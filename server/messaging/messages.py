@@ -33,6 +33,7 @@ from ..errors import XtError
 from ..gateway import frames
 from ..models import utcnow
 from ..store import Store
+from ..store.events import storage_key
 from .conversations import ConversationService, Membership
 from .models import MAX_CARD_BYTES, Card, Event, Forward, ForwardedItem, Message
 from .writer import Draft, EventWriter, Written, check_send
@@ -169,16 +170,16 @@ class MessageService:
         check_send(m.conversation, m.member, None)
         new = validate_message(Message(kind="text", text=text, mentions=target.message.mentions,
                                        mention_all=target.message.mention_all, reply_to=target.message.reply_to))
+        edit_id = client_msg_id or f"#edit:{conversation_id}:{seq}:{target.edit_version + 1}"
         updated = await self.store.events.update_target(
             conversation_id, seq, {"recalled": {"$ne": True},
                                    "edit_version": target.edit_version if target.edit_version else {"$in": [0, None]}},
-            {"message.text": text, "edited_at": utcnow()}, inc={"edit_version": 1})
+            {"message.text": text, "edited_at": utcnow()}, inc={"edit_version": 1},
+            change_id=storage_key(conversation_id, seq, me.user_id, edit_id))
         if updated is None:
             raise XtError("message.not_editable", "The message changed meanwhile; try again.")
-        return await self.writer.append(Draft(
-            conversation_id, "message.edited", me.user_id,
-            client_msg_id=client_msg_id or f"#edit:{conversation_id}:{seq}:{updated.edit_version}",
-            message=new, target_seq=seq, policy="send"))
+        return await self.writer.append(Draft(conversation_id, "message.edited", me.user_id, client_msg_id=edit_id,
+                                              message=new, target_seq=seq, policy="send"))
 
     async def recall(self, me: Principal, conversation_id: str, seq: int, origin: Origin) -> Written:
         m = await self.conversations.membership(me, conversation_id, active=True)
@@ -225,7 +226,8 @@ class MessageService:
         check_card_size(card)
         await self.store.events.update_target(conversation_id, seq, {"recalled": {"$ne": True}},
                                               {"message.card": _builtins(card), "edited_at": utcnow()},
-                                              inc={"edit_version": 1})
+                                              inc={"edit_version": 1},
+                                              change_id=storage_key(conversation_id, seq, me.user_id, client_msg_id))
         return await self.writer.append(Draft(conversation_id, "card.updated", me.user_id,
                                               client_msg_id=client_msg_id, message=Message(kind="card", card=card),
                                               target_seq=seq, policy="send"))

@@ -9,12 +9,12 @@ a process goes through here:
    while the previous batch is in flight — no timer, no added latency when idle.
 2. One query loads the batch's conversations and one its senders' memberships; each write is checked
    (member, not muted, not dissolved) and refused with a coded error otherwise.
-3. Seqs come from the lane's cache of each conversation's head. The unique ``_id``
-   ``"<conversation>:<seq>"`` is the arbiter: if another process took a seq first, the ordered
-   insert stops there with a duplicate-key error, the lane re-reads that conversation's head and
-   re-assigns the rest of the batch in the same order. A sender's messages therefore never swap.
-4. A duplicate ``(sender_id, client_msg_id)`` means a retried send: the stored original is returned
-   (same seq), nothing is written twice. If the original lies beyond its conversation's recorded
+3. Seqs come from the lane's cache of each conversation's head. The unique ``(conversation_id,
+   seq)`` index is the arbiter: if another process took a seq first, the ordered insert stops there
+   with a duplicate-key error, the lane re-reads that conversation's head and re-assigns the rest of
+   the batch in the same order. A sender's messages therefore never swap.
+4. A duplicate ``_id`` — the idempotency key ``"<sender_id>|<client_msg_id>"`` — means a retried
+   send: the stored original is returned (same seq), nothing is written twice. If the original lies beyond its conversation's recorded
    head, its first write was cut off before announcing it: the retry advances the head and publishes.
 5. One bulk write advances the conversations' heads (last seq, message count, last-event summary,
    @all mentions) and one pushes @mentions into the mentioned members' documents.
@@ -186,8 +186,9 @@ class _Lane:
                     log.error("event insert refused: %s", error.get("errmsg"))
                     failed.future.set_exception(XtError("server.internal"))
                     pending = rest
-                elif "client_msg_id" in (error.get("keyPattern") or {}):
-                    original = await store.events.get_by_client_id(failed.sender_id or "", failed.client_msg_id or "")
+                elif "_id" in (error.get("keyPattern") or {}) and failed.client_msg_id is not None:
+                    # The _id is the idempotency key: this is a retry of something stored before.
+                    original = await store.events.get_by_client_id(failed.sender_id, failed.client_msg_id)
                     if original is None:  # the unique index says it exists: only a race can hide it
                         pending = [failed] + rest
                     elif original.conversation_id != failed.conversation_id or original.type != failed.type:

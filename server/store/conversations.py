@@ -2,6 +2,11 @@
 
 A member document's id is ``"<conversation_id>|<user_id>"``, so checking one membership is a point
 lookup and checking a batch of them is one ``$in`` query.
+
+Conversations and members are updated on every write batch (heads, read positions), and every index
+costs on every update (measured on the embedded database), so they carry few indexes: the one-chat-
+per-pair and one-group-per-unit rules live in a small ``conversation_keys`` collection (``_id`` =
+``"direct:<pair>"`` or ``"unit:<unit id>"``) instead of partial unique indexes on conversations.
 """
 
 from __future__ import annotations
@@ -9,7 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ..messaging.models import Conversation, Member
@@ -19,23 +25,39 @@ from .indexes import IndexSpec
 
 class ConversationsStore:
     INDEXES = (
-        IndexSpec("conversations", [("direct_key", ASCENDING)], "direct_pair",
-                  {"unique": True, "partialFilterExpression": {"direct_key": {"$type": "string"}}}),
-        IndexSpec("conversations", [("unit_id", ASCENDING)], "unit_group",
-                  {"unique": True, "partialFilterExpression": {"unit_id": {"$type": "string"}}}),
         IndexSpec("members", [("user_id", ASCENDING), ("state", ASCENDING)], "by_user"),
         IndexSpec("members", [("conversation_id", ASCENDING), ("state", ASCENDING), ("user_id", ASCENDING)],
                   "by_conversation"),
-        IndexSpec("members", [("conversation_id", ASCENDING), ("read_seq", DESCENDING)], "readers"),
     )
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]):
         self.col = db["conversations"]
         self.members = db["members"]
+        self.keys = db["conversation_keys"]
 
     # Conversations.
+    @staticmethod
+    def _key(conversation: Conversation) -> str | None:
+        if conversation.direct_key:
+            return "direct:" + conversation.direct_key
+        if conversation.unit_id:
+            return "unit:" + conversation.unit_id
+        return None
+
     async def insert(self, conversation: Conversation) -> None:
+        """Store a new conversation; DuplicateKeyError if its pair (or unit) already has one."""
         await self.col.insert_one(to_doc(conversation))
+        key = self._key(conversation)
+        if key is not None:
+            try:
+                await self.keys.insert_one({"_id": key, "conversation_id": conversation.id})
+            except DuplicateKeyError:
+                await self.col.delete_one({"_id": conversation.id})  # the other creator won
+                raise
+
+    async def _by_key(self, key: str) -> Conversation | None:
+        doc = await self.keys.find_one({"_id": key})
+        return await self.get(doc["conversation_id"]) if doc else None
 
     async def get(self, conversation_id: str) -> Conversation | None:
         return from_doc(await self.col.find_one({"_id": conversation_id}), Conversation)
@@ -47,11 +69,10 @@ class ConversationsStore:
         return {d["_id"]: from_doc(d, Conversation) for d in await self.col.find({"_id": {"$in": ids}}).to_list()}
 
     async def get_by_direct_key(self, key: str) -> Conversation | None:
-        # Hinted: SecantusDB does not pick a partial index by itself.
-        return from_doc(await self.col.find_one({"direct_key": key}, hint="direct_pair"), Conversation)
+        return await self._by_key("direct:" + key)
 
     async def get_by_unit(self, unit_id: str) -> Conversation | None:
-        return from_doc(await self.col.find_one({"unit_id": unit_id}, hint="unit_group"), Conversation)
+        return await self._by_key("unit:" + unit_id)
 
     async def update(self, conversation_id: str, changes: dict[str, Any], now: datetime,
                      inc: dict[str, int] | None = None) -> Conversation | None:

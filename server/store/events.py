@@ -1,9 +1,15 @@
 """Queries on conversation logs (``events``) and on per-user hidden messages (delete-for-me).
 
-An event's ``_id`` is ``"<conversation_id>:<seq as 12 digits>"``; the unique ``_id`` is the arbiter
-of seq assignment (two writers cannot both store seq N). Reads always ask for a *bounded* seq range
-(``lo <= seq <= hi``): seqs are gap-free, so a page of N events is a range of N seqs, which the
-``(conversation_id, seq)`` index serves without scanning or sorting the whole log.
+Two indexes only, because every index costs on every insert (measured: each secondary index roughly
+halves SecantusDB's insert rate):
+
+* ``_id`` is the **idempotency key**: ``"<sender_id>|<client_msg_id>"`` (``"#<conversation>:<seq>"``
+  for system events without one). A retried send collides here and finds its original by ``_id``.
+* the unique ``(conversation_id, seq)`` index is the **seq arbiter** (two writers cannot both store
+  seq N) and serves every read. Reads always ask for a *bounded* seq range (``lo <= seq <= hi``):
+  seqs are gap-free, so a page of N events is a range of N seqs, served without scanning or sorting.
+
+The event's public ``id`` (``"<conversation_id>:<seq>"``) is derived, not stored.
 """
 
 from __future__ import annotations
@@ -19,25 +25,30 @@ from ..messaging.models import Event, event_id
 from .indexes import IndexSpec
 
 
+def storage_key(conversation_id: str, seq: int, sender_id: str | None, client_msg_id: str | None) -> str:
+    if client_msg_id is not None:
+        return f"{sender_id or ''}|{client_msg_id}"
+    return f"#{conversation_id}:{seq}"
+
+
 def event_to_doc(event: Event) -> dict[str, Any]:
     doc = msgspec.to_builtins(event, builtin_types=(datetime,))
-    doc["_id"] = doc.pop("id")
+    del doc["id"]
+    doc["_id"] = storage_key(event.conversation_id, event.seq, event.sender_id, event.client_msg_id)
     return doc
 
 
 def doc_to_event(doc: dict[str, Any]) -> Event:
     doc = dict(doc)
-    doc["id"] = doc.pop("_id")
+    del doc["_id"]
+    doc.pop("change_ids", None)  # store-only: the edits and card updates that copied this message
+    doc["id"] = event_id(doc["conversation_id"], doc["seq"])
     return msgspec.convert(doc, Event)
 
 
 class EventsStore:
     INDEXES = (
         IndexSpec("events", [("conversation_id", ASCENDING), ("seq", ASCENDING)], "log", {"unique": True}),
-        IndexSpec("events", [("sender_id", ASCENDING), ("client_msg_id", ASCENDING)], "idempotency",
-                  {"unique": True, "partialFilterExpression": {"client_msg_id": {"$type": "string"}}}),
-        IndexSpec("events", [("conversation_id", ASCENDING), ("target_seq", ASCENDING)], "changes",
-                  {"partialFilterExpression": {"target_seq": {"$exists": True}}}),
         IndexSpec("hidden_events", [("user_id", ASCENDING), ("conversation_id", ASCENDING), ("seq", ASCENDING)],
                   "by_user", {"unique": True}),
     )
@@ -51,12 +62,11 @@ class EventsStore:
         await self.col.insert_many(docs, ordered=True)
 
     async def get(self, conversation_id: str, seq: int) -> Event | None:
-        doc = await self.col.find_one({"_id": event_id(conversation_id, seq)})
+        doc = await self.col.find_one({"conversation_id": conversation_id, "seq": seq})
         return doc_to_event(doc) if doc else None
 
-    async def get_by_client_id(self, sender_id: str, client_msg_id: str) -> Event | None:
-        # Hinted: SecantusDB does not pick a partial index by itself and would scan every event.
-        doc = await self.col.find_one({"sender_id": sender_id, "client_msg_id": client_msg_id}, hint="idempotency")
+    async def get_by_client_id(self, sender_id: str | None, client_msg_id: str) -> Event | None:
+        doc = await self.col.find_one({"_id": storage_key("", 0, sender_id, client_msg_id)})
         return doc_to_event(doc) if doc else None
 
     async def range(self, conversation_id: str, lo: int, hi: int) -> list[Event]:
@@ -78,24 +88,27 @@ class EventsStore:
 
     async def update_target(self, conversation_id: str, seq: int, condition: dict[str, Any],
                             changes: dict[str, Any], unset: list[str] | None = None,
-                            inc: dict[str, int] | None = None) -> Event | None:
+                            inc: dict[str, int] | None = None, change_id: str | None = None) -> Event | None:
+        """Change a stored message in place; ``change_id`` records the storage key of the edit or card
+        update about to copy its content (so that a recall can strip the copy too)."""
         update: dict[str, Any] = {"$set": changes}
         if unset:
             update["$unset"] = {name: "" for name in unset}
         if inc:
             update["$inc"] = inc
-        doc = await self.col.find_one_and_update({"_id": event_id(conversation_id, seq), **condition}, update,
-                                                 return_document=ReturnDocument.AFTER)
+        if change_id is not None:
+            update["$push"] = {"change_ids": change_id}
+        doc = await self.col.find_one_and_update({"conversation_id": conversation_id, "seq": seq, **condition},
+                                                 update, return_document=ReturnDocument.AFTER)
         return doc_to_event(doc) if doc else None
 
     async def strip_changes(self, conversation_id: str, target_seq: int) -> None:
         """Remove the content that edits and card updates copied from a message (when it is recalled)."""
-        # Found through the "changes" index by name: the embedded database does not choose a partial
-        # index by itself (and an update ignores the hint), so find first, then update by _id.
-        docs = await self.col.find({"conversation_id": conversation_id, "target_seq": target_seq,
-                                    "message": {"$exists": True}}, {"_id": 1}).hint("changes").to_list()
-        if docs:
-            await self.col.update_many({"_id": {"$in": [d["_id"] for d in docs]}}, {"$unset": {"message": ""}})
+        target = await self.col.find_one({"conversation_id": conversation_id, "seq": target_seq},
+                                         {"change_ids": 1})
+        keys = (target or {}).get("change_ids") or []
+        if keys:
+            await self.col.update_many({"_id": {"$in": keys}}, {"$unset": {"message": ""}})
 
     # Delete-for-me.
     async def hide(self, user_id: str, conversation_id: str, seqs: list[int], now: datetime) -> None:
