@@ -12,11 +12,11 @@ test: $(VENV)/.installed-dev
 	scripts/ensure-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-bench
 	scripts/ensure-system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-quick: $(VENV)/.installed-dev
+bench-quick: $(VENV)/.installed-bench
 	scripts/ensure-system-deps
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
@@ -37,6 +37,10 @@ $(VENV)/.installed-run: $(VENV)/bin/python pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed-run pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev,bench]'
 	touch $@
 
 # Removes the embedded database, keys and uploads of `make run` (asks first).

@@ -160,6 +160,8 @@ VARIABLES: tuple[Variable, ...] = (
              "First lockout; doubles with each further failure."),
     Variable("XT_LOGIN_LOCKOUT_MAX_SECONDS", "login_lockout_max_seconds", _int_range(1, 7 * 86400), "3600",
              "Longest lockout."),
+    Variable("XT_WRITER_LANES", "writer_lanes", _int_range(1, 64), "1",
+             "Concurrent write batches of a server process: 1 for the embedded database, 4-8 for MongoDB."),
     Variable("XT_PRESENCE_TTL_SECONDS", "presence_ttl", _int_range(3, 600), "45",
              "A device not renewed for this long (its server process died) is offline; renewed every TTL/3."),
     Variable("XT_PRESENCE_DEBOUNCE_SECONDS", "presence_debounce", _float_range(0, 60), "2",
@@ -190,6 +192,7 @@ class Settings:
     keys_dir: Path | None
     allowed_origins: tuple[str, ...] | None
     max_body_bytes: int
+    writer_lanes: int
     presence_ttl: int
     presence_debounce: float
     trusted_proxies: tuple[str, ...] | None

@@ -73,7 +73,6 @@ class User(msgspec.Struct, kw_only=True):
     password_hash: str
     totp: Totp | None = None
     hide_last_seen: bool = False
-    last_seen_at: datetime | None = None  # when the user last went offline
     created_at: datetime
     updated_at: datetime
 

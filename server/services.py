@@ -79,7 +79,7 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
     auth = AuthService(settings, store, issuer, verifier, audit)
     directory = DirectoryService(store)
     admin = AdminService(store, audit, auth)
-    writer = EventWriter(store, Fanout(bus).events_written)
+    writer = EventWriter(store, Fanout(bus).events_written, lanes=settings.writer_lanes)
     conversations = ConversationService(store, writer, directory)
     messages = MessageService(store, writer, conversations, audit, bus)
     read_state = ReadStateService(store, conversations, bus)

@@ -36,7 +36,7 @@ async def watch(sock: RawSocket, demo, *usernames: str) -> dict[str, dict]:
 async def quiet(demo) -> None:
     """Wait until every announcement in its debounce window has been made."""
     presence = demo.server.services.presence
-    await eventually(lambda: not presence._pending and not presence._announcing)
+    await eventually(lambda: presence.idle)
 
 
 async def test_online_while_any_device_is_connected_offline_after_the_last_leaves(demo):
@@ -49,8 +49,8 @@ async def test_online_while_any_device_is_connected_offline_after_the_last_leave
         await phone.close()
         pushed = await watcher.push("presence")
         assert pushed["state"] == "offline" and pushed["last_seen"] is not None
-        stored = await demo.server.services.store.users.get(demo.user("zhangwei"))
-        assert stored.last_seen_at is not None
+        stored = await demo.server.services.store.users.last_seen_of([demo.user("zhangwei")])
+        assert stored[demo.user("zhangwei")] is not None
     finally:
         await watcher.close()
 

@@ -173,7 +173,10 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class EventSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The last event of a conversation, for the conversation list."""
+    """The last event of a conversation, for the conversation list.
+
+    ``seq`` must stay the first field: heads are advanced with ``$max``, which compares embedded
+    documents field by field, so the summary with the higher seq wins."""
 
     seq: int
     type: EventType

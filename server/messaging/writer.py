@@ -4,9 +4,11 @@ Why batches: one round trip per message caps a SecantusDB-backed server at ~670 
 ``insert_many`` of a few hundred events runs at ~4,000 events/s (ENVIRONMENT.md). So every event of
 a process goes through here:
 
-1. Writes queue on one of ``SHARDS`` lanes, chosen by conversation id (so one conversation's events
-   are always written by one lane, in arrival order). A lane takes everything queued as one batch
-   while the previous batch is in flight — no timer, no added latency when idle.
+1. Writes queue on one of ``XT_WRITER_LANES`` lanes, chosen by conversation id (so one conversation's
+   events are always written by one lane, in arrival order). A lane takes everything queued as one
+   batch while the previous batch is in flight — no timer, no added latency when idle. One lane
+   suits the embedded database (one core: concurrent batches only contend, measured); a MongoDB
+   replica set overlaps several.
 2. One query loads the batch's conversations and one its senders' memberships; each write is checked
    (member, not muted, not dissolved) and refused with a coded error otherwise.
 3. Seqs come from the lane's cache of each conversation's head. The unique ``(conversation_id,
@@ -48,7 +50,7 @@ from .models import Conversation, Event, EventSummary, EventType, Member, Messag
 
 log = logging.getLogger(__name__)
 
-SHARDS = 4
+LANES = 1  # the default of XT_WRITER_LANES
 MAX_BATCH = 256
 HEAD_CACHE = 50_000  # conversations whose head a lane remembers
 HEAD_PROBE_WINDOW = 10_000
@@ -285,9 +287,11 @@ class _Lane:
                 for user_id in message.mentions:
                     if user_id != event.sender_id:
                         mentions.setdefault(member_id(event.conversation_id, user_id), []).append(event.seq)
-        heads = [UpdateOne({"_id": cid, "last_seq": {"$lt": e.seq}},
-                           {"$set": {"last_seq": e.seq, "msg_count": e.count, "updated_at": now,
-                                     "last_event": self.writer.summary_doc(e)}})
+        # $max, not a filter on the old value: a head only moves forward, also when batches of two
+        # processes land out of order, and the embedded database applies $max twice as fast as a
+        # conditional update. last_event's first field is its seq, so $max keeps the newest.
+        heads = [UpdateOne({"_id": cid}, {"$max": {"last_seq": e.seq, "msg_count": e.count, "updated_at": now,
+                                                   "last_event": self.writer.summary_doc(e)}})
                  for cid, e in last.items()]
         heads += [UpdateOne({"_id": cid}, {"$push": {"all_mention_seqs": {"$each": seqs,
                                                                           "$slice": -MAX_ALL_MENTION_SEQS}}})
@@ -296,9 +300,8 @@ class _Lane:
         member_ops = [UpdateOne({"_id": mid, "state": "active"},
                                 {"$push": {"mention_seqs": {"$each": seqs, "$slice": -MAX_MENTION_SEQS}}})
                       for mid, seqs in mentions.items()]
-        member_ops += [UpdateOne({"_id": mid, "read_seq": {"$lt": e.seq}},
-                                 {"$set": {"read_seq": e.seq, "read_count": e.count},
-                                  "$max": {"delivered_seq": e.seq}})
+        member_ops += [UpdateOne({"_id": mid}, {"$max": {"read_seq": e.seq, "read_count": e.count,
+                                                          "delivered_seq": e.seq}})
                        for mid, e in sender_read.items()]
         if member_ops:
             await store.conversations.members.bulk_write(member_ops, ordered=False)
@@ -307,11 +310,11 @@ class _Lane:
 class EventWriter:
     """Appends events to conversation logs; see the module docstring for the algorithm."""
 
-    def __init__(self, store: Store, on_written: OnWritten | None = None, shards: int = SHARDS):
+    def __init__(self, store: Store, on_written: OnWritten | None = None, lanes: int = LANES):
         self.store = store
         self.to_doc = event_to_doc
         self.on_written: OnWritten = on_written or _nothing
-        self.lanes = [_Lane(self, i) for i in range(shards)]
+        self.lanes = [_Lane(self, i) for i in range(lanes)]
         self._started = False
 
     def summary_doc(self, event: Event) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Both backends keep, per user, each connected device's state ("active" or "away") with an expiry
 that the device's server process renews by heartbeat. A device whose process died is found by
-``claim_expired`` (exactly one caller gets each expired device) and removed. ``swap_published``
+``claim_expired`` (exactly one caller gets each expired device) and removed. ``swap_published_many``
 records the last state announced for a user, so that several processes observing changes of one
 user announce each real change once.
 """
@@ -35,7 +35,9 @@ class PresenceBackend(Protocol):
 
     async def states(self, user_ids: list[str]) -> dict[str, str]: ...
 
-    async def swap_published(self, user_id: str, state: str) -> bool: ...
+    async def swap_published_many(self, states: list[tuple[str, str]]) -> list[str]:
+        """Record each (user, state) as announced; the users whose state differed from the last one."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -68,11 +70,13 @@ class MemoryPresenceBackend:
     async def states(self, user_ids: list[str]) -> dict[str, str]:
         return {u: aggregate(list(self.devices.get(u, {}).values())) for u in user_ids}
 
-    async def swap_published(self, user_id: str, state: str) -> bool:
-        if self.published.get(user_id, "offline") == state:
-            return False
-        self.published[user_id] = state
-        return True
+    async def swap_published_many(self, states: list[tuple[str, str]]) -> list[str]:
+        changed = []
+        for user_id, state in states:
+            if self.published.get(user_id, "offline") != state:
+                self.published[user_id] = state
+                changed.append(user_id)
+        return changed
 
     async def close(self) -> None:
         return None
@@ -141,8 +145,14 @@ class RedisPresenceBackend:
             results = await pipe.execute()
         return {u: aggregate(list(states)) for u, states in zip(user_ids, results)}
 
-    async def swap_published(self, user_id: str, state: str) -> bool:
-        return bool(await self._swap(keys=[f"xt:pp:{user_id}"], args=[state]))
+    async def swap_published_many(self, states: list[tuple[str, str]]) -> list[str]:
+        if not states:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, state in states:
+                await self._swap(keys=[f"xt:pp:{user_id}"], args=[state], client=pipe)
+            results = await pipe.execute()
+        return [user_id for (user_id, _), changed in zip(states, results) if changed]
 
     async def close(self) -> None:
         await self.redis.aclose()

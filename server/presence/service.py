@@ -17,7 +17,8 @@
 
 Cost of one change: about five Redis commands (device hash, expiry set, aggregate, announce swap,
 publish), one delivery per process that has watchers of that user, a queue append per watching
-device, and one database write when a user goes offline (last seen).
+device, and one database write when a user goes offline (last seen); online and away touch no
+database.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY = 500
 CLAIM_BATCH = 500
+ANNOUNCE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,10 @@ class PresenceService:
         self.debounce = debounce
         self.clock = clock
         self.local_devices: Callable[[], list[DeviceEntry]] = lambda: []  # set by the gateway
-        self._pending: dict[str, asyncio.TimerHandle | None] = {}
+        self._due: dict[str, float] = {}  # user -> when their change is announced (debounce)
+        self._wake = asyncio.Event()
+        self._busy = False  # a batch of announcements is being made
         self._tasks: list[asyncio.Task[None]] = []
-        self._announcing: set[asyncio.Task[None]] = set()
 
     @property
     def renew_interval(self) -> float:
@@ -76,22 +79,27 @@ class PresenceService:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._every(self.renew_interval, self.renew), name="presence-renew"),
-                       loop.create_task(self._every(self.sweep_interval, self.sweep), name="presence-sweep")]
+                       loop.create_task(self._every(self.sweep_interval, self.sweep), name="presence-sweep"),
+                       loop.create_task(self._announce_forever(), name="presence-announce")]
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be announced (tests wait for this instead of sleeping)."""
+        return not self._due and not self._busy
 
     async def stop(self) -> None:
         """Stop renewing; let the announcements still in their debounce window happen (devices
         leaving a stopping process usually reconnect elsewhere meanwhile, and then nothing is
         announced at all), then release the backend."""
-        for task in self._tasks:
+        for task in self._tasks[:2]:
             task.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.debounce + 1.0
-        while (self._pending or self._announcing) and loop.time() < deadline:
+        while not self.idle and self._tasks and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for handle in self._pending.values():
-            if handle is not None:
-                handle.cancel()
-        await asyncio.gather(*self._tasks, *self._announcing, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.backend.close()
 
@@ -128,32 +136,50 @@ class PresenceService:
     # ---- announcing -----------------------------------------------------------------------------
 
     def _changed(self, user_id: str) -> None:
-        if user_id in self._pending:
-            return  # already scheduled: it will announce the state as of then
-        loop = asyncio.get_running_loop()
-        self._pending[user_id] = loop.call_later(self.debounce, self._spawn_announce, user_id)
+        if user_id not in self._due:  # else already due: it announces the state as of then
+            self._due[user_id] = time.monotonic() + self.debounce
+            self._wake.set()
 
-    def _spawn_announce(self, user_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._announce(user_id))
-        self._announcing.add(task)
-        task.add_done_callback(self._announcing.discard)
+    async def _announce_forever(self) -> None:
+        """Announce due changes in batches: a burst of disconnections (a server restarting under
+        thousands of devices) costs a few pipelined round trips, not thousands of calls."""
+        while True:
+            if not self._due:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            wait = min(self._due.values()) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 0.5))
+                continue
+            now = time.monotonic()
+            batch = [u for u, at in self._due.items() if at <= now][:ANNOUNCE_BATCH]
+            for user_id in batch:
+                del self._due[user_id]
+            self._busy = True
+            try:
+                await self._announce(batch)
+            except Exception as exc:  # Redis or the database down: these changes go unannounced
+                log.warning("announcing presence of %d users failed: %s", len(batch), exc)
+            finally:
+                self._busy = False
 
-    async def _announce(self, user_id: str) -> None:
-        self._pending.pop(user_id, None)
-        try:
-            state = (await self.backend.states([user_id]))[user_id]
-            if not await self.backend.swap_published(user_id, state):
-                return
-            user = await self.store.users.get(user_id)
-            last_seen = None
-            if state == "offline":
-                last_seen = utcnow()
-                await self.store.users.update(user_id, {"last_seen_at": last_seen}, last_seen)
-            hidden = user is not None and user.hide_last_seen
-            await self.bus.publish(Envelope(kind="presence", target=user_id, frame=frames.presence_frame(
-                user_id, state, None if hidden else last_seen)))
-        except Exception as exc:
-            log.warning("announcing presence of %s failed: %s", user_id, exc)
+    async def _announce(self, user_ids: list[str]) -> None:
+        states = await self.backend.states(user_ids)
+        changed = await self.backend.swap_published_many([(u, states[u]) for u in user_ids])
+        if not changed:
+            return
+        offline = [u for u in changed if states[u] == "offline"]  # online and away need no database
+        now = utcnow()
+        hidden: set[str] = set()
+        if offline:
+            await self.store.users.set_last_seen_many(offline, now)
+            users = await self.store.users.get_many(offline)
+            hidden = {u for u in offline if u not in users or users[u].hide_last_seen}
+        await self.bus.publish_many([
+            Envelope(kind="presence", target=u, frame=frames.presence_frame(
+                u, states[u], now if states[u] == "offline" and u not in hidden else None))
+            for u in changed])
 
     async def set_hide_last_seen(self, me: Principal, hide: bool) -> None:
         await self.store.users.update(me.user_id, {"hide_last_seen": hide}, utcnow())
@@ -169,13 +195,7 @@ class PresenceService:
         """Presence of the users the caller may see (others are left out, as if unknown)."""
         allowed = await self.allowed(me, user_ids[:MAX_QUERY])
         states = await self.backend.states(allowed)
-        users = await self.store.users.get_many(allowed)
-        result = []
-        for user_id in allowed:
-            user = users.get(user_id)
-            state = states.get(user_id, "offline")
-            last_seen = None
-            if state == "offline" and user is not None and not user.hide_last_seen:
-                last_seen = user.last_seen_at
-            result.append(UserPresence(user_id, state, last_seen))
-        return result
+        offline = [u for u in allowed if states.get(u, "offline") == "offline"]
+        users = await self.store.users.get_many(offline)
+        seen = await self.store.users.last_seen_of([u for u in offline if u in users and not users[u].hide_last_seen])
+        return [UserPresence(u, states.get(u, "offline"), seen.get(u)) for u in allowed]
