@@ -104,6 +104,7 @@ class XietongClient:
         self._catching_up: set[str] = set()
         self._send_locks: dict[str, asyncio.Lock] = {}
         self.watched: set[str] = set()  # users whose presence this client watches
+        self.presence_state = "active"
         self._reconnecting: asyncio.Task[None] | None = None
 
     @property
@@ -172,6 +173,8 @@ class XietongClient:
         except websockets.InvalidStatus as exc:
             body = exc.response.body or b"{}"
             error = msgspec.json.decode(body).get("error", {}) if body.startswith(b"{") else {}
+            if exc.response.status_code >= 500:
+                self._next_url()  # a process that is stopping (503) or broken: try the next one
             raise XietongError(error.get("code", f"http.{exc.response.status_code}"), error.get("message", "")) from None
         hello = msgspec.json.decode(await asyncio.wait_for(ws.recv(decode=False), 10))
         if hello.get("type") != "hello":
@@ -198,6 +201,7 @@ class XietongClient:
 
     async def drop_connection(self) -> None:
         """Cut the socket abruptly (as a network loss would); the client reconnects by itself."""
+        self._connected.clear()
         if self._ws is not None:
             self._ws.transport.abort()
 
@@ -265,8 +269,14 @@ class XietongClient:
             except (OSError, asyncio.TimeoutError, websockets.WebSocketException):
                 self._next_url()
             else:
-                # Unacknowledged sends go again from _send_reliably, with the same client_msg_id.
+                # Restore what belongs to the socket (the presence state and the watches), then
+                # catch up; unacknowledged sends go again from _send_reliably (same client_msg_id).
                 with contextlib.suppress(ConnectionClosed, XietongError, asyncio.TimeoutError):
+                    if self.presence_state != "active":
+                        await self.request("presence", state=self.presence_state)
+                    if self.watched:
+                        for state in await self.watch_presence(sorted(self.watched)):
+                            await self._inbox.put({"type": "presence", **state})
                     await self.sync()
                 return
             await asyncio.sleep(delay)
@@ -483,7 +493,9 @@ class XietongClient:
 
     # Presence.
     async def set_presence(self, state: str) -> dict[str, Any]:
-        """Tell the server this device is "active" (foreground) or "away" (background)."""
+        """Tell the server this device is "active" (foreground) or "away" (background); kept across
+        reconnects."""
+        self.presence_state = state
         return await self.request("presence", state=state)
 
     async def watch_presence(self, user_ids: list[str]) -> list[dict[str, Any]]:

@@ -101,6 +101,7 @@ def create_app(services: Services, *, allowed_origins: tuple[str, ...]) -> web.A
     app.router.add_get("/v1/ws", gateway.handle, name="gateway")
 
     services.presence.local_devices = hub.local_devices
+    hub.on_resync += [services.presence.rebuild, gateway.close_signed_out]
 
     async def start_bus(app: web.Application) -> None:
         await services.bus.start(hub.handle)

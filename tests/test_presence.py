@@ -180,3 +180,28 @@ async def test_a_device_watches_a_bounded_number_of_users(demo, monkeypatch):
         assert set(await watch(sock, demo, "chenjing")) == {demo.user("chenjing")}
     finally:
         await sock.close()
+
+
+async def test_the_sdk_keeps_its_watches_and_background_state_across_a_reconnect(demo):
+    from messaging_support import client_for
+
+    watcher = await client_for(demo, "huangjian")
+    phone = await client_for(demo, "zhangwei")
+    try:
+        await quiet(demo)
+        await watcher.watch_presence([demo.user("zhangwei")])
+        await phone.set_presence("away")
+        assert (await watcher.next_push("presence"))["state"] == "away"
+        await watcher.drop_connection()
+        await phone.drop_connection()
+        await eventually(lambda: watcher.connected and phone.connected)
+        await quiet(demo)
+        # The phone came back still in the background; the watcher still watches.
+        assert (await watcher.query_presence([demo.user("zhangwei")]))[0]["state"] == "away"
+        await phone.set_presence("active")
+        while (pushed := await watcher.next_push("presence"))["state"] != "online":
+            pass
+        assert pushed["user_id"] == demo.user("zhangwei")
+    finally:
+        await watcher.close()
+        await phone.close()

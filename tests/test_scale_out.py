@@ -242,3 +242,43 @@ async def test_sigterm_drains_a_process_and_its_devices_move_on(cluster):
     texts = [e["message"]["text"] for e in stayer.messages(cid)]
     assert sorted(t for t in texts if t.startswith("在途")) == sorted(f"在途-{n}" for n in range(20))
     assert "Traceback" not in a.log
+
+
+async def test_one_device_on_two_processes_stays_online_when_one_socket_closes(cluster):
+    a, b = await cluster.start(2)
+    watcher = await cluster.client("huangjian", a)
+    zhangwei, liuyang = cluster.user("zhangwei"), cluster.user("liuyang")
+    await watcher.watch_presence([zhangwei, liuyang])
+    phone = await cluster.client("zhangwei", a)
+    assert (await watcher.next_push("presence"))["state"] == "online"
+    # The same device (same tokens) opens a second socket on the other process, as a phone that
+    # switched networks does before its old socket has timed out.
+    second = XietongClient(b.url, device_name="same phone")
+    second.access_token, second.refresh_token = phone.access_token, phone.refresh_token
+    second.user_id, second.device_id = phone.user_id, phone.device_id
+    await second.connect()
+    cluster.clients.append(second)
+    await phone.close()  # the old socket goes
+    # A later change on the same process is announced after the phone's departure would have been
+    # (announcements are due in order): once it arrives, an "offline" would have arrived first.
+    await cluster.client("liuyang", a)
+    while True:
+        pushed = await watcher.next_push("presence", timeout=10)
+        assert pushed["user_id"] != zhangwei, f"the user was announced {pushed['state']}"
+        if pushed["user_id"] == liuyang:
+            break
+    assert (await watcher.query_presence([zhangwei]))[0]["state"] == "online"
+
+
+async def test_a_device_signed_out_while_redis_was_down_is_closed_when_it_comes_back(cluster):
+    a, b = await cluster.start(2)
+    victim = await cluster.client("zhangwei", a)
+    victim.reconnect = False
+    other = await cluster.client("zhangwei", b)  # signs the victim out, from the other process
+    cluster.redis.stop()
+    devices = await other.rest("GET", "/v1/me/devices")
+    assert any(d["id"] == victim.device_id for d in devices["devices"])
+    await other.rest("DELETE", f"/v1/me/devices/{victim.device_id}")
+    assert victim.connected  # the revoke envelope was lost with Redis
+    cluster.redis.start()
+    await eventually(lambda: not victim.connected, timeout=20)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 
@@ -65,6 +66,9 @@ class Connection:
         self.closing: asyncio.Task[None] | None = None  # the close started by abort (the handler awaits it)
         self.typing_sent: dict[str, float] = {}
         self.presence_state = "active"  # the app in the foreground; "away" in the background
+        # Presence is kept per connection, not per device: two sockets of one device on two
+        # processes (a phone switching networks) must not remove each other's presence.
+        self.presence_key = f"{principal.device_id}:{secrets.token_hex(4)}"
         self.watching: set[str] = set()  # users whose presence this device watches
 
     @property

@@ -29,7 +29,7 @@ from ..models import utcnow
 from ..services import Services
 from . import frames
 from .connection import (CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_FLOODING, CLOSE_PROTOCOL, CLOSE_RESTART,
-                         Connection)
+                         CLOSE_REVOKED, Connection)
 from .hub import Hub
 
 log = logging.getLogger(__name__)
@@ -97,17 +97,16 @@ class Gateway:
         presence = self.services.presence
         try:
             try:
-                await presence.device_connected(principal.user_id, conn.device_id)
+                await presence.device_connected(principal.user_id, conn.presence_key)
             except Exception as exc:  # Redis down: the next renewal registers the device
                 log.warning("presence update on connect failed: %s", exc)
             await self._frame_loop(conn)
         finally:
             await self.hub.unregister(conn)
-            if self.hub.devices.get(conn.device_id) is None:  # not replaced by a newer connection here
-                try:
-                    await presence.device_disconnected(principal.user_id, conn.device_id)
-                except Exception as exc:  # Redis down: the device expires by TTL instead
-                    log.warning("presence update on disconnect failed: %s", exc)
+            try:
+                await presence.device_disconnected(principal.user_id, conn.presence_key)
+            except Exception as exc:  # Redis down: the connection expires by TTL instead
+                log.warning("presence update on disconnect failed: %s", exc)
             conn.closed = True
             conn.wake.set()
             if conn.closing is not None:
@@ -189,6 +188,15 @@ class Gateway:
             conn.enqueue(frames.error_frame(frame.id, XtError("server.internal", details={"incident": incident})))
         finally:
             gate.release()
+
+    async def close_signed_out(self) -> None:
+        """Close the sockets of devices signed out while the bus was down (their revoke envelope was
+        lost with it)."""
+        connections = self.hub.all_connections()
+        revoked = await self.services.store.devices.revoked_among([c.device_id for c in connections])
+        for conn in connections:
+            if conn.device_id in revoked:
+                conn.abort(CLOSE_REVOKED, "this device was signed out")
 
     async def shutdown(self) -> None:
         """Stop accepting, tell every device to reconnect elsewhere, let in-flight requests finish."""
@@ -281,7 +289,7 @@ class Gateway:
 
     async def on_presence(self, conn: Connection, frame: frames.Presence) -> Any:
         conn.presence_state = frame.state
-        await self.services.presence.device_state(conn.user_id, conn.device_id, frame.state)
+        await self.services.presence.device_state(conn.user_id, conn.presence_key, frame.state)
         return {"state": frame.state}
 
     async def on_presence_watch(self, conn: Connection, frame: frames.PresenceWatch) -> Any:

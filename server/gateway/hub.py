@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from typing import Awaitable, Callable
 
 from ..bus import Bus, Envelope
 from ..store import Store
@@ -31,6 +32,8 @@ class Hub:
         self.conversation_users: dict[str, set[str]] = defaultdict(set)
         self.loading: dict[str, list[tuple[str, bool]]] = {}  # user -> membership changes seen while loading
         self.presence_watchers: dict[str, set[Connection]] = defaultdict(set)  # watched user -> connections
+        # Run after the bus lost envelopes (resync): presence rebuilds, missed sign-outs are applied.
+        self.on_resync: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def connection_count(self) -> int:
@@ -103,8 +106,8 @@ class Hub:
             await self.bus.unsubscribe(presence=last)
 
     def local_devices(self) -> list[tuple[str, str, str]]:
-        """(user, device, presence state) of every device connected here, for presence renewal."""
-        return [(c.user_id, c.device_id, c.presence_state) for c in self.devices.values()]
+        """(user, presence key, presence state) of every connection here, for presence renewal."""
+        return [(c.user_id, c.presence_key, c.presence_state) for c in self.devices.values()]
 
     def _drop(self, conn: Connection) -> set[str] | None:
         """Remove ``conn``; when it was the user's last, forget the user's routing and return the
@@ -166,7 +169,13 @@ class Hub:
             for conn in self.presence_watchers.get(envelope.target, ()):
                 conn.enqueue(envelope.frame)
         elif envelope.kind == "resync":
-            # The bus lost envelopes during an outage: every device here catches up by sync.
+            # The bus lost envelopes during an outage. First repair what this process holds
+            # (presence, sign-outs), then tell every device here to catch up by sync.
+            for hook in self.on_resync:
+                try:
+                    await hook()
+                except Exception as exc:  # the backing service may still be unsteady
+                    log.warning("resync hook %s failed: %s", getattr(hook, "__name__", hook), exc)
             frame = frames.resync_frame()
             for conn in self.devices.values():
                 conn.enqueue(frame)

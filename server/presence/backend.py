@@ -1,7 +1,8 @@
 """Where device presence is kept: in this process (embedded default) or in Redis (several processes).
 
-Both backends keep, per user, each connected device's state ("active" or "away") with an expiry
-that the device's server process renews by heartbeat. A device whose process died is found by
+Both backends keep, per user, the state ("active" or "away") of each connection of the user's devices
+— keyed by a per-connection key, so that two sockets of one device on two processes do not remove
+each other — with an expiry that the connection's server process renews by heartbeat. A device whose process died is found by
 ``claim_expired`` (exactly one caller gets each expired device) and removed. ``swap_published_many``
 records the last state announced for a user, so that several processes observing changes of one
 user announce each real change once.
@@ -16,7 +17,7 @@ import redis.asyncio as redis
 
 from ..redis_bus import RETRY
 
-DeviceEntry = tuple[str, str, str]  # (user_id, device_id, state)
+DeviceEntry = tuple[str, str, str]  # (user_id, connection key, state)
 
 
 def aggregate(states: list[str]) -> str:

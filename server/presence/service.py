@@ -128,6 +128,14 @@ class PresenceService:
         """Heartbeat: push the expiry of every device connected to this process."""
         await self.backend.put_devices(self.local_devices(), self.clock() + self.ttl)
 
+    async def rebuild(self) -> None:
+        """After Redis came back (empty): register this process's connections at once, and announce
+        their users again (the state watchers saw before the outage may be stale)."""
+        entries = self.local_devices()
+        await self.backend.put_devices(entries, self.clock() + self.ttl)
+        for user_id, _, _ in entries:
+            self._changed(user_id)
+
     async def sweep(self) -> None:
         """Remove devices whose process stopped renewing them (it died), and announce."""
         for user_id, _ in await self.backend.claim_expired(self.clock(), CLAIM_BATCH):

@@ -46,6 +46,14 @@ class DevicesStore:
     async def get(self, device_id: str) -> Device | None:
         return from_doc(await self.col.find_one({"_id": device_id}), Device)
 
+    async def revoked_among(self, device_ids: list[str]) -> set[str]:
+        """Those of ``device_ids`` that are signed out (or gone)."""
+        if not device_ids:
+            return set()
+        docs = await self.col.find({"_id": {"$in": device_ids}}, {"revoked_at": 1}).to_list()
+        active = {d["_id"] for d in docs if d.get("revoked_at") is None}
+        return set(device_ids) - active
+
     async def list_active(self, user_id: str) -> list[Device]:
         cursor = self.col.find({"user_id": user_id, "revoked_at": None}).sort("created_at", DESCENDING)
         return [from_doc(d, Device) for d in await cursor.to_list()]
