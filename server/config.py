@@ -105,6 +105,13 @@ def _addresses(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _existing_file(raw: str) -> Path:
+    path = Path(raw.strip())
+    if not path.is_file():
+        raise ValueError("the path of an existing file")
+    return path
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -168,6 +175,14 @@ VARIABLES: tuple[Variable, ...] = (
              "Presence changes are announced after this delay, and only if the state still differs."),
     Variable("XT_TRUSTED_PROXIES", "trusted_proxies", _addresses, None,
              "Comma-separated addresses of reverse proxies whose X-Forwarded-For gives the client address."),
+    Variable("XT_FCM_CREDENTIALS", "fcm_credentials", _existing_file, None,
+             "Firebase service-account JSON for push through FCM. Unset: notifications are only logged."),
+    Variable("XT_FCM_URL", "fcm_url", _http_url, None,
+             "FCM endpoint override: a relay reachable from your network (default: Google's)."),
+    Variable("XT_PUSH_PREVIEWS", "push_previews", _bool, "false",
+             "Show message text in notifications. Off: they name sender and conversation only."),
+    Variable("XT_PUSH_LEASE_SECONDS", "push_lease_seconds", _int_range(3, 300), "15",
+             "One process plans and sends pushes; another takes over this long after it dies."),
     Variable("XT_SEED_DEMO", "seed_demo", _bool, "true",
              "`xietong up`: seed the demo organisation into an empty database. Set false in production."),
     Variable("XT_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level."),
@@ -196,6 +211,10 @@ class Settings:
     presence_ttl: int
     presence_debounce: float
     trusted_proxies: tuple[str, ...] | None
+    fcm_credentials: Path | None
+    fcm_url: str | None
+    push_previews: bool
+    push_lease_seconds: int
     login_max_failures: int
     login_lockout_seconds: int
     login_lockout_max_seconds: int

@@ -57,6 +57,14 @@ class Totp(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class NotificationSettings(msgspec.Struct, kw_only=True):
+    """A user's do-not-disturb hours, in their time zone ("22:00" to "07:00" crosses midnight)."""
+
+    dnd_start: str | None = None  # "HH:MM", None: no do-not-disturb
+    dnd_end: str | None = None
+    timezone: str = "Asia/Shanghai"
+
+
 class User(msgspec.Struct, kw_only=True):
     id: str = msgspec.field(name="_id")
     username: str  # login name, lower case, unique
@@ -73,6 +81,7 @@ class User(msgspec.Struct, kw_only=True):
     password_hash: str
     totp: Totp | None = None
     hide_last_seen: bool = False
+    notifications: NotificationSettings = msgspec.field(default_factory=NotificationSettings)
     created_at: datetime
     updated_at: datetime
 
@@ -83,6 +92,18 @@ class User(msgspec.Struct, kw_only=True):
     @property
     def unit_ids(self) -> list[str]:
         return [m.unit_id for m in self.memberships]
+
+
+class PushRegistration(msgspec.Struct, kw_only=True):
+    """Where a device receives push notifications (one per device; a refresh replaces it)."""
+
+    provider: str  # "fcm" (Android, iOS through APNs, web); vendor channels later ("huawei", ...)
+    token: str
+    token_type: Literal["token", "fid"] = "token"  # FCM registration token or Firebase installation id
+    platform: Literal["android", "ios", "web"]
+    app_version: str = ""
+    locale: str = "zh-CN"
+    updated_at: datetime
 
 
 class Device(msgspec.Struct, kw_only=True):
@@ -98,6 +119,7 @@ class Device(msgspec.Struct, kw_only=True):
     user_agent: str | None = None
     revoked_at: datetime | None = None
     revoked_reason: str | None = None
+    push: PushRegistration | None = None
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):

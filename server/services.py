@@ -24,6 +24,8 @@ from .messaging.sync import SyncService
 from .messaging.writer import EventWriter
 from .presence.backend import MemoryPresenceBackend, PresenceBackend, RedisPresenceBackend
 from .presence.service import PresenceService
+from .push.providers import build_providers
+from .push.service import PushService
 from .ratelimit import Limits
 from .store import Store
 
@@ -47,14 +49,17 @@ class Services:
     read_state: ReadStateService
     sync: SyncService
     presence: PresenceService
+    push: PushService
 
     async def start(self) -> None:
-        """Start the background work: the bus listener and presence renewal (needs a running loop)."""
+        """Start the background work: presence renewal, the push worker (needs a running loop)."""
         self.presence.start()
+        self.push.start()
 
     async def close(self) -> None:
-        """Finish queued writes, then release presence, the bus and the database."""
+        """Finish queued writes, then release push, presence, the bus and the database."""
         await self.writer.stop()
+        await self.push.stop()
         await self.presence.stop()
         await self.bus.close()
         await self.store.close()
@@ -86,6 +91,8 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
     sync = SyncService(store, messages)
     presence = PresenceService(store, presence_backend, bus, directory, ttl=settings.presence_ttl,
                                debounce=settings.presence_debounce)
+    push = PushService(settings, store, build_providers(settings.fcm_credentials, settings.fcm_url),
+                       presence_backend)
     # Hooks between components: hidden users stay reachable for people who already talk with them;
     # unit groups follow the directory.
     directory.conversation_peers = conversations.peers_among
@@ -97,4 +104,4 @@ def build_services(settings: Settings, store: Store, keys: KeyRing | None = None
 
     auth.signed_out_listeners.append(close_signed_out_sockets)
     return Services(settings, store, keys, issuer, verifier, audit, auth, directory, admin, Limits(), bus, writer,
-                    conversations, messages, read_state, sync, presence)
+                    conversations, messages, read_state, sync, presence, push)

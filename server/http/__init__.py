@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin_routes, auth_routes, conversation_routes, directory_routes, health_routes, presence_routes
+from . import (admin_routes, auth_routes, conversation_routes, directory_routes, health_routes, presence_routes,
+               push_routes)
 from .framework import RouteTable
 
 ROUTE_TABLES: list[RouteTable] = [health_routes.routes, auth_routes.routes, directory_routes.routes,
-                                  conversation_routes.routes, presence_routes.routes, admin_routes.routes]
+                                  conversation_routes.routes, presence_routes.routes, push_routes.routes,
+                                  admin_routes.routes]
 
 
 def openapi_document() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from .devices import DevicesStore
 from .events import EventsStore
 from .indexes import IndexSpec
 from .meta import MetaStore
+from .push import PushStore
 from .units import UnitsStore
 from .users import UsersStore
 
@@ -37,6 +38,7 @@ class Store:
         self.meta = MetaStore(self.db)
         self.conversations = ConversationsStore(self.db)
         self.events = EventsStore(self.db)
+        self.push = PushStore(self.db)
 
     @classmethod
     def connect(cls, url: str, db_name: str) -> "Store":
@@ -45,7 +47,8 @@ class Store:
         return cls(client, db_name)
 
     def _domain_stores(self) -> list[Any]:
-        return [self.units, self.users, self.devices, self.audit, self.meta, self.conversations, self.events]
+        return [self.units, self.users, self.devices, self.audit, self.meta, self.conversations, self.events,
+                self.push]
 
     async def ensure_indexes(self) -> None:
         """Create every declared index; re-running with the same declarations changes nothing."""

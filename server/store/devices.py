@@ -62,12 +62,33 @@ class DevicesStore:
         await self.col.update_one({"_id": device_id},
                                   {"$set": {"last_active_at": now, "last_ip": ip, "user_agent": user_agent}})
 
+    # Push registrations.
+    async def set_push(self, device_id: str, push: dict[str, Any] | None) -> None:
+        if push is None:
+            await self.col.update_one({"_id": device_id}, {"$unset": {"push": ""}})
+        else:
+            await self.col.update_one({"_id": device_id}, {"$set": {"push": push}})
+
+    async def push_targets(self, user_ids: list[str]) -> list[Device]:
+        """Signed-in devices of these users that registered for push."""
+        if not user_ids:
+            return []
+        docs = await self.col.find({"user_id": {"$in": user_ids}, "revoked_at": None,
+                                    "push": {"$ne": None}}).to_list()
+        return [from_doc(d, Device) for d in docs if d.get("push")]
+
+    async def forget_push_token(self, token: str) -> int:
+        """Remove a token the provider reported as invalid, from whichever device holds it."""
+        result = await self.col.update_many({"push.token": token}, {"$unset": {"push": ""}})
+        return result.modified_count
+
     async def revoke(self, device_id: str, now: datetime, reason: str) -> bool:
         """Revoke one device, and with it its whole refresh-token family (a refresh checks the
         device first). The tokens stay until they expire so that a late reuse is still recognised.
         False if the device was already revoked."""
         result = await self.col.update_one({"_id": device_id, "revoked_at": None},
-                                           {"$set": {"revoked_at": now, "revoked_reason": reason}})
+                                           {"$set": {"revoked_at": now, "revoked_reason": reason},
+                                            "$unset": {"push": ""}})
         return result.modified_count == 1
 
     async def revoke_all(self, user_id: str, now: datetime, reason: str, *, except_device: str | None = None) -> list[str]:
