@@ -71,6 +71,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_settings())
 
 
+def cmd_signaling(args: argparse.Namespace) -> int:
+    from .runtime import signaling
+
+    return signaling(_settings())
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> int:
     from .seed import DEMO_PASSWORD, seed_demo
 
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run the whole system on this machine").set_defaults(func=cmd_up)
     sub.add_parser("serve", help="run one messaging-server process").set_defaults(func=cmd_serve)
+    sub.add_parser("signaling", help="run one signaling-service process (calls and meetings)").set_defaults(
+        func=cmd_signaling)
     sub.add_parser("seed-demo", help="seed the demo organisation").set_defaults(func=cmd_seed_demo)
     admin = sub.add_parser("create-admin", help="create the first unit and system administrator")
     admin.add_argument("--username", required=True)

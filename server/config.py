@@ -119,6 +119,39 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _ws_url(raw: str) -> str:
+    raw = raw.strip().rstrip("/")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError("a ws:// or wss:// URL")
+    return raw
+
+
+def _url_list(schemes: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]:
+    def parse(raw: str) -> tuple[str, ...]:
+        items = tuple(x.strip().rstrip("/") for x in raw.split(",") if x.strip())
+        if not items or any(urlsplit(x).scheme not in schemes or not urlsplit(x).hostname for x in items):
+            raise ValueError(what)
+        return items
+
+    return parse
+
+
+def _turn_uris(raw: str) -> tuple[str, ...]:
+    """TURN hosts (``host`` or ``host:port``) or full ``turn:``/``turns:``/``stun:`` URIs."""
+    items = tuple(x.strip() for x in raw.split(",") if x.strip())
+
+    def valid(item: str) -> bool:
+        if item.startswith(("turn:", "turns:", "stun:")):
+            return len(item.split(":", 1)[1]) > 0
+        host, _, port = item.partition(":")
+        return bool(host) and "/" not in item and (not port or port.isdigit())
+
+    if not items or not all(valid(x) for x in items):
+        raise ValueError("comma-separated TURN hosts (host or host:port) or turn:/turns:/stun: URIs")
+    return items
+
+
 def _path(raw: str) -> Path:
     if not raw.strip():
         raise ValueError("a file-system path")
@@ -183,6 +216,28 @@ VARIABLES: tuple[Variable, ...] = (
              "Show message text in notifications. Off: they name sender and conversation only."),
     Variable("XT_PUSH_LEASE_SECONDS", "push_lease_seconds", _int_range(3, 300), "15",
              "One process plans and sends pushes; another takes over this long after it dies."),
+    Variable("XT_SIGNALING_PORT", "signaling_port", _int_range(0, 65535), "8081",
+             "Port of the signaling service (calls and meetings, WebSocket). `xietong up` runs it in-process."),
+    Variable("XT_SIGNALING_PUBLIC_URL", "signaling_public_url", _ws_url, None,
+             "WebSocket URL clients use for signaling. Default: ws://HOST:XT_SIGNALING_PORT/v1/signal."),
+    Variable("XT_JWKS_URL", "jwks_url", _http_url, None,
+             "Signaling as its own process: where it reads the published token keys. Default: XT_KEYS_DIR."),
+    Variable("XT_MESH_MAX_PARTICIPANTS", "mesh_max", _int_range(2, 8), "4",
+             "Meetings up to this size are a full mesh; larger ones go through the SFU (Janus)."),
+    Variable("XT_MEETING_MAX_PARTICIPANTS", "meeting_cap", _int_range(2, 1000), "100",
+             "Most participants a meeting admits (a host may set a lower cap)."),
+    Variable("XT_CALL_RING_SECONDS", "call_ring_seconds", _float_range(1, 300), "45",
+             "An unanswered call rings this long, then ends as missed."),
+    Variable("XT_MEETING_REJOIN_SECONDS", "rejoin_grace", _float_range(0.5, 600), "30",
+             "A participant whose connection dropped keeps its place (and state) this long."),
+    Variable("XT_JANUS_URLS", "janus_urls", _url_list(("http", "https"), "comma-separated http(s):// URLs"), None,
+             "Janus HTTP API endpoints (e.g. http://janus:8088/janus) for meetings beyond the mesh size."),
+    Variable("XT_TURN_URLS", "turn_urls", _turn_uris, None,
+             "TURN servers handed to clients: hosts (UDP/TCP 3478 and TLS 443 are derived) or turn:/turns: URIs."),
+    Variable("XT_TURN_SECRET", "turn_secret", _nonempty, None,
+             "coturn's static-auth-secret: signs the time-limited TURN credentials (never logged)."),
+    Variable("XT_TURN_TTL_SECONDS", "turn_ttl", _int_range(60, 7 * 86400), "3600",
+             "Lifetime of issued TURN credentials."),
     Variable("XT_SEED_DEMO", "seed_demo", _bool, "true",
              "`xietong up`: seed the demo organisation into an empty database. Set false in production."),
     Variable("XT_LOG_LEVEL", "log_level", _log_level, "INFO", "Log level."),
@@ -215,6 +270,17 @@ class Settings:
     fcm_url: str | None
     push_previews: bool
     push_lease_seconds: int
+    signaling_port: int
+    signaling_public_url: str | None
+    jwks_url: str | None
+    mesh_max: int
+    meeting_cap: int
+    call_ring_seconds: float
+    rejoin_grace: float
+    janus_urls: tuple[str, ...] | None
+    turn_urls: tuple[str, ...] | None
+    turn_secret: str | None
+    turn_ttl: int
     login_max_failures: int
     login_lockout_seconds: int
     login_lockout_max_seconds: int
@@ -249,6 +315,8 @@ class Settings:
     def check(self) -> None:
         if self.login_lockout_max_seconds < self.login_lockout_seconds:
             raise ConfigError("XT_LOGIN_LOCKOUT_MAX_SECONDS: expected a value >= XT_LOGIN_LOCKOUT_SECONDS")
+        if self.turn_urls and not self.turn_secret:
+            raise ConfigError("XT_TURN_SECRET: expected coturn's shared secret when XT_TURN_URLS is set")
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -263,6 +331,12 @@ class Settings:
             return self.public_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{bound_port if bound_port is not None else self.port}"
+
+    def effective_signaling_url(self, bound_port: int | None = None) -> str:
+        if self.signaling_public_url:
+            return self.signaling_public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"ws://{host}:{bound_port if bound_port is not None else self.signaling_port}/v1/signal"
 
     def effective_origins(self, bound_port: int | None = None) -> tuple[str, ...]:
         if self.allowed_origins is not None:

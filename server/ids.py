@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import secrets
 
-PREFIXES = {"unit": "unt", "user": "usr", "device": "dev", "conversation": "cnv"}
+PREFIXES = {"unit": "unt", "user": "usr", "device": "dev", "conversation": "cnv", "call": "cal", "meeting": "mtg"}
 
 
 def new_id(kind: str) -> str:

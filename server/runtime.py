@@ -95,9 +95,11 @@ async def start_server(settings: Settings, *, seed: bool = False, announce: Call
     return server
 
 
-async def banner(server: RunningServer) -> str:
+async def banner(server: RunningServer, signaling_url: str | None = None) -> str:
     lines = [f"Xietong is running at {server.url}",
              f"  health: {server.url}/healthz   API: {server.url}/v1/openapi.json"]
+    if signaling_url:
+        lines.append(f"  calls and meetings (signaling): {signaling_url}")
     seeded = await server.services.store.meta.get(SEED_MARK)
     if seeded:
         lines.append(f"  demo accounts (password {seeded['password']}):")
@@ -108,17 +110,64 @@ async def banner(server: RunningServer) -> str:
     return "\n".join(lines)
 
 
-async def serve_until_signalled(settings: Settings, *, seed: bool) -> None:
+async def serve_until_signalled(settings: Settings, *, seed: bool, with_signaling: bool = False) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = await start_server(settings, seed=seed, announce=lambda text: print(text, flush=True))
+    server = await start_server(settings, seed=seed, announce=None if with_signaling else
+                                lambda text: print(text, flush=True))
+    signaling = None
     try:
+        if with_signaling:  # the embedded default: calls and meetings in this process too
+            from xietong.signaling.service import start_signaling
+
+            try:
+                signaling = await start_signaling(settings, server.services)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {settings.host}:{settings.signaling_port} ({exc.strerror}); "
+                                   "set XT_SIGNALING_PORT to a free port") from None
+            print(await banner(server, signaling_url=signaling.url), flush=True)
         await stop.wait()
         log.info("stopping")
     finally:
+        if signaling is not None:
+            await signaling.stop()
         await server.stop()
+
+
+async def signaling_until_signalled(settings: Settings) -> None:
+    """The signaling service as its own process (the distributed deployment)."""
+    from xietong.signaling.service import start_signaling
+
+    if settings.mongo_url is None:
+        raise StartupError("XT_MONGO_URL is not set: the signaling service shares the messaging database")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    store = Store.connect(settings.mongo_url, settings.mongo_db)
+    if not await store.ping():
+        await store.close()
+        raise StartupError("the database at XT_MONGO_URL does not answer")
+    services = build_services(settings, store)
+    service = await start_signaling(settings, services)
+    print(f"Xietong signaling is running at {service.url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+        await services.close()
+
+
+def signaling(settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    try:
+        run_async(signaling_until_signalled(settings))
+        return 0
+    except StartupError as exc:
+        print(f"xietong: {exc}", file=sys.stderr)
+        return 1
 
 
 def run_async(coro: Any) -> Any:
@@ -142,7 +191,7 @@ def up(settings: Settings) -> int:
             log.info("starting the embedded database (SecantusDB) in %s", data / "db")
             embedded.start()
             settings = settings.replace(mongo_url=embedded.url)
-        run_async(serve_until_signalled(settings, seed=settings.seed_demo))
+        run_async(serve_until_signalled(settings, seed=settings.seed_demo, with_signaling=True))
         return 0
     except (StartupError, EmbeddedMongoError) as exc:
         print(f"xietong: {exc}", file=sys.stderr)

@@ -56,12 +56,14 @@ class RedisServer:
 
 
 class ServerProcess:
-    """One `xietong serve` process."""
+    """One `xietong serve` process (or `xietong signaling`, with ``command="signaling"``)."""
 
-    def __init__(self, env: dict[str, str], name: str):
+    def __init__(self, env: dict[str, str], name: str, command: str = "serve"):
         self.name = name
         self.output: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "xietong.server.cli", "serve"], env=env,
+        self.pattern = r"running at (http://127\.0\.0\.1:\d+)" if command == "serve" else \
+            r"running at (ws://127\.0\.0\.1:\d+/v1/signal)"
+        self.proc = subprocess.Popen([sys.executable, "-m", "xietong.server.cli", command], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.url = ""
         self._ready = threading.Event()
@@ -72,7 +74,7 @@ class ServerProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.output.append(line)
-            match = re.search(r"running at (http://127\.0\.0\.1:\d+)", line)
+            match = re.search(self.pattern, line)
             if match:
                 self.url = match.group(1)
                 self._ready.set()

@@ -25,7 +25,7 @@ START_TIMEOUT = 90
 class UpProcess:
     def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("XT_")}
-        env.update({"XT_DATA_DIR": str(data_dir), "XT_PORT": "0", **(extra_env or {})})
+        env.update({"XT_DATA_DIR": str(data_dir), "XT_PORT": "0", "XT_SIGNALING_PORT": "0", **(extra_env or {})})
         self.data_dir = data_dir
         self.proc = subprocess.Popen([sys.executable, "-m", "xietong.server.cli", "up"], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -104,6 +104,13 @@ def test_up_seeds_the_demo_serves_logins_and_stops_cleanly_on_ctrl_c(data_dir):
         assert http_json("GET", url + "/readyz") == (200, {"status": "ready"})
         status, tokens = http_json("POST", url + "/v1/auth/login", {"username": "zhangwei", "password": DEMO_PASSWORD})
         assert status == 200 and tokens["token_type"] == "Bearer"
+        # The signaling service (calls and meetings) runs in the same process tree and says where.
+        pattern = r"calls and meetings \(signaling\): ws://(127\.0\.0\.1:\d+)/v1/signal"
+        deadline = time.monotonic() + 10
+        while not (signaling := re.search(pattern, "".join(up.output))) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the banner's later lines arrive through the reader thread
+        assert signaling, "".join(up.output)
+        assert http_json("GET", f"http://{signaling.group(1)}/healthz")[0] == 200
     finally:
         code = up.stop(signal.SIGINT)
     text = "".join(up.output)

@@ -10,7 +10,7 @@ the server (``hello``, ``event``, ``read``, ``delivered``, ``typing``, ``hidden`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 import msgspec
 
@@ -159,7 +159,6 @@ ClientFrame = Union[Auth, Ping, Sync, History, Send, ForwardRequest, Edit, Recal
                     ReadAll, Delivered, Typing, Receipts, Presence, PresenceWatch, PresenceUnwatch, PresenceQuery]
 REQUEST_TYPES = tuple(sorted(t.__struct_config__.tag for t in ClientFrame.__args__))  # type: ignore[attr-defined]
 
-_decoder = msgspec.json.Decoder(ClientFrame)
 _loose = msgspec.json.Decoder(dict)
 _encoder = msgspec.json.Encoder()
 
@@ -173,25 +172,37 @@ class FrameError(Exception):
         self.request_id = request_id
 
 
-def decode_request(raw: bytes | str) -> ClientFrame:
-    try:
-        return _decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        request_id = None
+def request_decoder(union: Any) -> Callable[[bytes | str], Any]:
+    """A validating decoder for a tagged union of request frames (this gateway's, or the signaling
+    service's): a frame that does not decode raises :class:`FrameError` with the frame's id when it
+    could be read, and ``request.malformed_json`` or ``request.invalid`` saying what is wrong."""
+    decoder = msgspec.json.Decoder(union)
+    known = ", ".join(sorted(t.__struct_config__.tag for t in union.__args__))
+
+    def decode(raw: bytes | str) -> Any:
         try:
-            loose = _loose.decode(raw)
-        except msgspec.ValidationError:  # valid JSON, but not an object (ValidationError is a DecodeError)
-            raise FrameError(XtError("request.invalid", "A frame is a JSON object."), None) from None
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            raise FrameError(XtError("request.malformed_json", str(exc)), None) from None
-        candidate = loose.get("id")
-        if isinstance(candidate, str) and 0 < len(candidate) <= 64:
-            request_id = candidate
-        message = str(exc)
-        if "Invalid value" in message and "`$.type`" in message or "missing required field `type`" in message:
-            raise FrameError(XtError("request.invalid", f"unknown or missing frame type (known: "
-                                                        f"{', '.join(REQUEST_TYPES)})"), request_id) from None
-        raise FrameError(XtError("request.invalid", message), request_id) from None
+            return decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+            request_id = None
+            try:
+                loose = _loose.decode(raw)
+            except msgspec.ValidationError:  # valid JSON, but not an object (ValidationError is a DecodeError)
+                raise FrameError(XtError("request.invalid", "A frame is a JSON object."), None) from None
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                raise FrameError(XtError("request.malformed_json", str(exc)), None) from None
+            candidate = loose.get("id")
+            if isinstance(candidate, str) and 0 < len(candidate) <= 64:
+                request_id = candidate
+            message = str(exc)
+            if "Invalid value" in message and "`$.type`" in message or "missing required field `type`" in message:
+                raise FrameError(XtError("request.invalid", f"unknown or missing frame type (known: {known})"),
+                                 request_id) from None
+            raise FrameError(XtError("request.invalid", message), request_id) from None
+
+    return decode
+
+
+decode_request = request_decoder(ClientFrame)
 
 
 # ---- outbound ----------------------------------------------------------------------------------------

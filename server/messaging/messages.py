@@ -35,7 +35,7 @@ from ..models import utcnow
 from ..store import Store
 from ..store.events import storage_key
 from .conversations import ConversationService, Membership
-from .models import MAX_CARD_BYTES, Card, Event, Forward, ForwardedItem, Message
+from .models import MAX_CARD_BYTES, Card, Event, Forward, ForwardedItem, Message, SystemData
 from .writer import Draft, EventWriter, Written, check_send
 
 EDIT_WINDOW = timedelta(minutes=15)
@@ -231,6 +231,16 @@ class MessageService:
         return await self.writer.append(Draft(conversation_id, "card.updated", me.user_id,
                                               client_msg_id=client_msg_id, message=Message(kind="card", card=card),
                                               target_seq=seq, policy="send"))
+
+    async def record_call(self, conversation_id: str, caller_id: str, call_id: str, media: str, outcome: str,
+                          duration_seconds: int | None) -> Written:
+        """The record of a finished call in its conversation (written by the signaling service, which has
+        checked the participants). Exactly one per call: the call id is the idempotency key, so a second
+        signaling process ending the same call finds the first record."""
+        return await self.writer.append(Draft(conversation_id, "call.record", caller_id,
+                                              client_msg_id=f"#call:{call_id}", data=SystemData(
+                                                  by=caller_id, call_id=call_id, media=media, outcome=outcome,
+                                                  duration_seconds=duration_seconds)))
 
     async def hide(self, me: Principal, conversation_id: str, seqs: list[int]) -> None:
         m = await self.conversations.membership(me, conversation_id)

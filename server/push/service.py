@@ -234,6 +234,40 @@ class PushService:
             self._wake.set()
         return queued
 
+    async def ring(self, call_id: str, conversation_id: str, caller_id: str, callee_id: str, media: str,
+                   now: datetime | None = None) -> int:
+        """An incoming call for a callee with no device in the foreground: a high-priority data push
+        (short TTL) to each of the callee's registered devices. A call rings through a conversation's
+        mute but not through do-not-disturb hours (it ends as missed, and the record says so)."""
+        now = now or utcnow()
+        users = await self.store.users.get_many([caller_id, callee_id])
+        callee = users.get(callee_id)
+        if callee is None:
+            return 0
+        settings = callee.notifications or NotificationSettings()
+        if (await self.presence.states([callee_id])).get(callee_id) == "online":
+            self.metrics["skipped_in_foreground"] += 1
+            return 0
+        if rules.in_do_not_disturb(settings, now):
+            self.metrics["skipped_do_not_disturb"] += 1
+            return 0
+        caller = users.get(caller_id)
+        notification = rules.compose_call(call_id, conversation_id, caller.display_name if caller else "", media)
+        docs = [{"_id": f"{device.id}|call:{call_id}", "device_id": device.id, "user_id": callee_id,
+                 "provider": device.push.provider, "token": device.push.token, "token_type": device.push.token_type,
+                 "platform": device.push.platform, "event_id": f"call:{call_id}",
+                 "notification": msgspec.to_builtins(notification), "state": "pending", "attempts": 0,
+                 "next_attempt_at": now, "created_at": now}
+                for device in await self.store.devices.push_targets([callee_id]) if device.push is not None]
+        if not docs:
+            self.metrics["no_device"] += 1
+            return 0
+        queued = await self.store.push.enqueue(docs)
+        self.metrics["planned"] += queued
+        if queued:
+            self._wake.set()
+        return queued
+
     async def _badges(self, user_ids: list[str]) -> dict[str, int]:
         """Total unread count of each user (the app icon's badge)."""
         if not user_ids:
