@@ -59,9 +59,29 @@ def test_the_proxy_upgrades_websockets_to_both_replicas_and_is_the_trusted_proxy
 
 def test_later_parts_are_declared_but_not_started_by_default():
     services = compose()["services"]
-    for name in ("signaling", "bots", "coturn"):
-        assert services[name]["profiles"] == ["later"]
+    assert services["bots"]["profiles"] == ["later"]
+    assert services["coturn"]["profiles"] == ["turn"]  # needs a public address and a certificate
     assert "--use-auth-secret" in services["coturn"]["command"]
+
+
+def test_two_signaling_replicas_share_redis_verify_with_the_published_keys_and_drive_janus():
+    services = compose()["services"]
+    known = {v.name for v in VARIABLES}
+    one, two = services["signaling-1"], services["signaling-2"]
+    assert one == two and "profiles" not in one
+    assert one["command"] == ["xietong", "signaling"]
+    env = one["environment"]
+    assert set(env) <= known, f"unknown settings: {set(env) - known}"
+    assert "redis://redis:6379" in env["XT_REDIS_URL"] and "replicaSet=rs0" in env["XT_MONGO_URL"]
+    assert env["XT_JWKS_URL"].endswith("/.well-known/jwks.json") and "janus:8088" in env["XT_JANUS_URLS"]
+    assert "signing-keys:/keys:ro" in one["volumes"]
+    assert "/healthz" in " ".join(one["healthcheck"]["test"])
+    conf = (ROOT / "deploy/nginx.conf").read_text()
+    assert "server signaling-1:8081" in conf and "server signaling-2:8081" in conf and "/v1/(signal" in conf
+    janus = services["janus"]
+    assert janus["build"] == "deploy/janus"
+    janus_conf = (ROOT / "deploy/janus/janus.transport.http.jcfg").read_text()
+    assert "port = 8088" in janus_conf and 'base_path = "/janus"' in janus_conf
 
 
 def test_the_image_runs_the_server_process():
