@@ -92,7 +92,7 @@ class SignalingClient:
         frame = await asyncio.wait_for(future, self.timeout)
         if frame["type"] == "error":
             error = frame["error"]
-            raise SignalingError(error["code"], error.get("message", ""), error.get("details"))
+            raise SignalingError(error["code"], f'{error.get("message", "")} {error.get("details") or ""}'.strip(), error.get("details"))
         return frame.get("result", {})
 
     async def send_raw(self, data: str | bytes) -> None:

@@ -55,6 +55,7 @@ class Meetings:
         self.recordings_dir = recordings_dir
         self._grace: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._sfu: dict[tuple[str, str], Any] = {}  # (meeting, device) → this process's Janus handles
+        self.sfu_locks: dict[str, asyncio.Lock] = {}
         self.recorders: dict[str, Any] = {}  # meeting id → Recorder running on this process
         self._reminders: asyncio.Task[None] | None = None
 
@@ -327,11 +328,14 @@ class Meetings:
             await self._broadcast(live, {"type": "meeting.host_changed", "host": outcome["new_host"]})
 
     async def _idle(self, meeting_id: str) -> None:
+        self.sfu_locks.pop(meeting_id, None)
         if meeting_id in self.recorders:
             await self._stop_recording(meeting_id)
         if self.janus is not None:
+            from .sfu import release
+
             try:
-                await self.janus.release_room(meeting_id)
+                await release(self, meeting_id)
             except Exception:
                 log.exception("releasing the SFU room of %s failed", meeting_id)
 
@@ -347,6 +351,8 @@ class Meetings:
                         del live["participants"][conn.device_id]  # type: ignore[index]
                     return False
                 x.update(status="reconnecting", since=now)
+                x.pop("publishing", None)  # its SFU handles go with the socket: it publishes again on rejoin
+                x.pop("feed", None)
                 return True
 
             live, changed = await self._change(meeting_id, change)
@@ -579,9 +585,7 @@ class Meetings:
         live = await self._sfu_live(conn, frame.meeting_id)
         from .sfu import publish
 
-        answer = await publish(self, live, conn, frame.description.sdp)
-        await self._broadcast(live, {"type": "sfu.feed_added", "participant_id": conn.device_id},
-                              exclude=conn.device_id, statuses=("joined",))
+        answer = await publish(self, live, conn, frame.description.sdp)  # sfu.feed_added follows once it is live
         return {"description": {"type": "answer", "sdp": answer}}
 
     async def sfu_subscribe(self, conn: "Connection", frame: p.SfuSubscribe) -> dict[str, Any]:
@@ -685,5 +689,8 @@ class Meetings:
 
 
 def _participant_view(pid: str, x: dict[str, Any]) -> dict[str, Any]:
-    return {"participant_id": pid, "user_id": x["user_id"], "name": x["name"], "status": x["status"],
+    view = {"participant_id": pid, "user_id": x["user_id"], "name": x["name"], "status": x["status"],
             "state": x["state"]}
+    if x.get("publishing"):
+        view["publishing"] = True  # SFU: its feed is live, subscribe to it
+    return view

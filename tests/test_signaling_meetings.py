@@ -195,3 +195,35 @@ async def test_a_dropped_socket_rejoins_with_its_identity_and_state_and_no_ghost
     live = await signaling.state.get(f"meeting:{mid}")
     assert list(live["participants"]) == [host.hello["device_id"]]
     await host.close()
+
+
+async def test_media_comes_back_after_a_network_switch(demo, signaling, monkeypatch):
+    loopback_only(monkeypatch)
+    _, host, created = await meeting_in_group(demo, signaling, "zhangwei", ["huangjian"])
+    mid = created["meeting_id"]
+    await host.request("meeting.join", meeting_id=mid)
+    b = await device(demo, signaling, "huangjian")
+    await b.request("meeting.join", meeting_id=mid)
+    host_media = MeshPeer(host, 70, meeting_id=mid)
+    b_media = MeshPeer(b, 190, meeting_id=mid)
+    b_id = b.hello["device_id"]
+    try:
+        await b_media.offer(host.hello["device_id"])
+        assert abs((await host_media.frames_from(b_id)).luma - 190) < 12
+        await b_media.close()  # the phone loses Wi-Fi: socket and peer connection gone
+        await b.close()
+        await host.next("meeting.participant_reconnecting", meeting_id=mid)
+        b2 = await device(demo, signaling, "huangjian")  # back on 4G, same device
+        again = await b2.request("meeting.join", meeting_id=mid)
+        assert again["rejoined"] and again["participant_id"] == b_id
+        b_media = MeshPeer(b2, 210, meeting_id=mid)
+        await b_media.offer(host.hello["device_id"])  # renegotiates: a fresh connection to each peer
+        await eventually(lambda: host_media.counters.get(b_id) is not None
+                         and host_media.counters[b_id].luma is not None
+                         and abs(host_media.counters[b_id].luma - 210) < 12, timeout=15)
+        assert abs((await b_media.frames_from(host.hello["device_id"])).luma - 70) < 12
+        await b2.close()
+    finally:
+        await host_media.close()
+        await b_media.close()
+    await host.close()

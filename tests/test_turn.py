@@ -16,16 +16,15 @@ import hashlib
 import hmac
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import aioice.ice
 import aioice.turn
 import pytest
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc import RTCPeerConnection
 
 from rtc_support import ColourTrack, FrameCounter
-from turn_support import Coturn
+from turn_support import (Coturn, candidate_types, coturn, ice_transport, nominated_pair,  # noqa: F401
+                          relay_only, relay_peer, wait_state)
 from xietong.server.config import VARIABLES, Settings
 from xietong.signaling.turn import (
     DEFAULT_TTL_SECONDS,
@@ -195,56 +194,6 @@ def test_built_from_the_server_settings():
 
 
 # ---- (b, c) a real relay ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[Coturn]:
-    server = Coturn(tmp_path / "coturn").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def relay_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No host addresses at all: without them aioice cannot form host or server-reflexive candidates,
-    whatever the policy says (ENVIRONMENT.md's loopback_only would give it 127.0.0.1 instead)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: [])
-
-
-def relay_peer(ice_servers: list[dict[str, Any]]) -> RTCPeerConnection:
-    """rtc_support.peer() with the relay transport policy (what a browser gets from iceTransportPolicy)."""
-    servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-               for s in ice_servers]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY))
-
-
-def candidate_types(sdp: str) -> list[str]:
-    return re.findall(r"^a=candidate:.* typ (\w+)", sdp, flags=re.M)
-
-
-def ice_transport(pc: RTCPeerConnection) -> Any:
-    return pc.getTransceivers()[0].receiver.transport.transport
-
-
-def nominated_pair(pc: RTCPeerConnection) -> Any:
-    """The pair aioice is sending on. Private names of aioice 0.13 (no public API for it): fail loudly
-    if they move."""
-    connection = ice_transport(pc)._connection
-    assert isinstance(connection, aioice.ice.Connection), "aiortc's RTCIceTransport._connection moved"
-    nominated = connection._nominated
-    assert set(nominated) == {1}, f"expected one nominated component, got {nominated!r}"
-    return nominated[1]
-
-
-async def wait_state(pc: RTCPeerConnection, states: set[str], timeout: float) -> str:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while pc.connectionState not in states:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"connectionState stayed {pc.connectionState!r}, expected {states}")
-        await asyncio.sleep(0.02)
-    return pc.connectionState
 
 
 async def negotiate(caller: RTCPeerConnection, callee: RTCPeerConnection) -> tuple[str, str]:

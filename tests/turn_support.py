@@ -31,9 +31,12 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import aioice.ice
 import pytest
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 MISSING = ("turnserver (coturn) is not installed: install the Debian package coturn "
            "(apt-get install -y coturn; `make test` as root does it via scripts/ensure-system-deps)")
@@ -275,3 +278,55 @@ class Coturn:
             if time.monotonic() > deadline:
                 raise AssertionError(f"coturn never logged /{pattern}/:\n{self.log_tail()}")
             await asyncio.sleep(0.05)
+
+
+# ---- fixtures and helpers for relay tests ------------------------------------------------------
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[Coturn]:
+    server = Coturn(tmp_path / "coturn").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def relay_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No host addresses at all: without them aioice cannot form host or server-reflexive candidates,
+    whatever the policy says (ENVIRONMENT.md's loopback_only would give it 127.0.0.1 instead)."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4=True, use_ipv6=True: [])
+
+
+def relay_peer(ice_servers: list[dict[str, Any]]) -> RTCPeerConnection:
+    """rtc_support.peer() with the relay transport policy (what a browser gets from iceTransportPolicy)."""
+    servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+               for s in ice_servers]
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY))
+
+
+def candidate_types(sdp: str) -> list[str]:
+    return re.findall(r"^a=candidate:.* typ (\w+)", sdp, flags=re.M)
+
+
+def ice_transport(pc: RTCPeerConnection) -> Any:
+    return pc.getTransceivers()[0].receiver.transport.transport
+
+
+def nominated_pair(pc: RTCPeerConnection) -> Any:
+    """The pair aioice is sending on. Private names of aioice 0.13 (no public API for it): fail loudly
+    if they move."""
+    connection = ice_transport(pc)._connection
+    assert isinstance(connection, aioice.ice.Connection), "aiortc's RTCIceTransport._connection moved"
+    nominated = connection._nominated
+    assert set(nominated) == {1}, f"expected one nominated component, got {nominated!r}"
+    return nominated[1]
+
+
+async def wait_state(pc: RTCPeerConnection, states: set[str], timeout: float) -> str:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pc.connectionState not in states:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"connectionState stayed {pc.connectionState!r}, expected {states}")
+        await asyncio.sleep(0.02)
+    return pc.connectionState
