@@ -735,6 +735,17 @@ class JanusInstance:
         data, _ = await self._message(self._manager, {"request": "exists", "room": room_id}, "exists")
         return bool(data.get("exists"))
 
+    async def moderate(self, room_id: RoomId, feed_id: FeedId, mid: str, *, mute: bool,
+                       secret: str | None = None) -> None:
+        """Mute (or unmute) one stream of a publisher at the SFU: Janus stops relaying it to every
+        subscriber, whatever the publisher's client sends. ``mid`` names the stream (its m-line)."""
+        await self.connect()
+        assert self._manager is not None
+        body: dict[str, Any] = {"request": "moderate", "room": room_id, "id": feed_id, "mid": mid, "mute": mute}
+        if secret is not None:
+            body["secret"] = secret
+        await self._message(self._manager, body, "moderate")
+
     async def list_participants(self, room_id: RoomId) -> list[dict[str, Any]]:
         """The room's participants (without the monitor): ``id``, ``display``, ``publisher``..."""
         await self.connect()

@@ -323,6 +323,8 @@ class Meetings:
             await self._idle(meeting_id)
             return
         assert live is not None
+        if outcome["gone"].get("feed") is not None:
+            await self._broadcast(live, {"type": "sfu.feed_removed", "participant_id": pid})
         await self._broadcast(live, {"type": "meeting.participant_left", "participant_id": pid, "reason": reason})
         if outcome.get("new_host"):
             await self._broadcast(live, {"type": "meeting.host_changed", "host": outcome["new_host"]})
@@ -343,23 +345,25 @@ class Meetings:
         """Keep the participant's place for the rejoin grace; then it has left."""
         now = _now()
         for meeting_id in list(conn.meetings):
-            def change(d: dict[str, Any], key: str) -> bool:
+            def change(d: dict[str, Any], key: str) -> dict[str, Any] | None:
                 live = d[key]
                 x = live["participants"].get(conn.device_id) if live else None
                 if x is None or x["status"] != "joined":
                     if x is not None and x["status"] == "waiting":
                         del live["participants"][conn.device_id]  # type: ignore[index]
-                    return False
+                    return None
                 x.update(status="reconnecting", since=now)
                 x.pop("publishing", None)  # its SFU handles go with the socket: it publishes again on rejoin
-                x.pop("feed", None)
-                return True
+                return {"feed": x.pop("feed", None)}
 
             live, changed = await self._change(meeting_id, change)
             handles = self._sfu.pop((meeting_id, conn.device_id), None)
             if handles is not None:
                 await self._sfu_detach(handles)
             if changed and live is not None:
+                if changed["feed"] is not None:  # its SFU feed went with the socket
+                    await self._broadcast(live, {"type": "sfu.feed_removed", "participant_id": conn.device_id},
+                                          exclude=conn.device_id)
                 await self._broadcast(live, {"type": "meeting.participant_reconnecting",
                                              "participant_id": conn.device_id}, exclude=conn.device_id)
                 self._start_grace(meeting_id, conn.device_id)
@@ -403,6 +407,8 @@ class Meetings:
         assert live is not None
         await self._broadcast(live, {"type": "meeting.participant_updated",
                                      "participant": _participant_view(conn.device_id, me)})
+        if wanted.get("mic") and live.get("sfu"):  # unmuted (allowed): restore the audio at the SFU
+            await self._sfu_moderate(frame.meeting_id, [conn.device_id], mute=False)
         return {"state": me["state"]}
 
     async def _moderate(self, conn: "Connection", meeting_id: str, target: str | None, action: Any, *,
@@ -472,6 +478,8 @@ class Meetings:
         handles = self._sfu.pop((frame.meeting_id, frame.participant_id), None)
         if handles is not None:
             await self._sfu_detach(handles)
+        if x.get("feed") is not None:
+            await self._broadcast(live, {"type": "sfu.feed_removed", "participant_id": frame.participant_id})
         await self._broadcast(live, {"type": "meeting.participant_left", "participant_id": frame.participant_id,
                                      "reason": "removed"})
         return {}
@@ -611,14 +619,14 @@ class Meetings:
         await trickle(self, live, conn, frame.target, msgspec.to_builtins(frame.candidate) if frame.candidate else None)
         return {}
 
-    async def _sfu_moderate(self, meeting_id: str, pids: list[str]) -> None:
+    async def _sfu_moderate(self, meeting_id: str, pids: list[str], *, mute: bool = True) -> None:
         """Mute in the SFU too, so a muted participant's audio stops at the server, whatever its client does."""
         if self.janus is None or not pids:
             return
         from .sfu import mute_feeds
 
         try:
-            await mute_feeds(self, meeting_id, pids)
+            await mute_feeds(self, meeting_id, pids, mute=mute)
         except Exception:
             log.exception("muting in the SFU failed")
 

@@ -84,14 +84,31 @@ async def publish(meetings: "Meetings", live: dict[str, Any], conn: "Connection"
             room_id, conn.device_id, on_event=_forward(meetings, live["id"], conn.device_id, "publisher"))
     answer = await instance.publish(handles["publisher"], offer_sdp, trickle=_trickles(offer_sdp))
     feed = handles["publisher"].feed_id
+    audio_mid = _audio_mid(offer_sdp)
 
-    def record(d: dict[str, Any], key: str) -> None:
+    def record(d: dict[str, Any], key: str) -> bool:
         x = (d[key] or {}).get("participants", {}).get(conn.device_id)
-        if x is not None:
-            x["feed"] = feed
+        if x is None:
+            return False
+        x["feed"], x["audio_mid"] = feed, audio_mid
+        # Muted by the host before (re)publishing: the new feed's audio is cut at the SFU too.
+        return bool(d[key]["mute_all"] and not d[key]["allow_unmute"] and not x["state"]["mic"])
 
-    await meetings._change(live["id"], record)
+    _, muted = await meetings._change(live["id"], record)
+    if muted and audio_mid is not None:
+        await instance.moderate(room_id, feed, audio_mid, mute=True)
     return answer
+
+
+def _audio_mid(sdp: str) -> str | None:
+    """The mid of the first audio section of an SDP (Janus keeps the publisher's mids)."""
+    in_audio = False
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if line.startswith("m="):
+            in_audio = line.startswith("m=audio")
+        elif in_audio and line.startswith("a=mid:"):
+            return line[6:].strip()
+    return None
 
 
 def _trickles(sdp: str) -> bool:
@@ -116,6 +133,11 @@ def _forward(meetings: "Meetings", meeting_id: str, device_id: str, target: str)
         elif event.kind == "trickle":
             await meetings.service.to_device(device_id, {"type": "sfu.candidate", "meeting_id": meeting_id,
                                                          "target": target, "candidate": event.candidate})
+        elif event.kind == "updated" and event.jsep is not None and target == "subscriber":
+            # Janus changed the subscription by itself (a feed was unpublished): answer with sfu.answer.
+            await meetings.service.to_device(device_id, {"type": "sfu.offer", "meeting_id": meeting_id,
+                                                         "description": {"type": "offer",
+                                                                         "sdp": event.jsep["sdp"]}})
         elif event.kind in ("hangup", "sfu_lost"):
             await meetings.service.to_device(device_id, {"type": "sfu.lost", "meeting_id": meeting_id,
                                                          "target": target, "reason": event.kind})
@@ -157,10 +179,17 @@ async def trickle(meetings: "Meetings", live: dict[str, Any], conn: "Connection"
     await handle.instance.trickle(handle, candidate)
 
 
-async def mute_feeds(meetings: "Meetings", meeting_id: str, pids: list[str]) -> None:
-    """The SFU-side cut of a muted participant's audio is not implemented yet: the service refuses
-    the unmute and clients stop rendering it (see docs/meetings.md)."""
-    return None
+async def mute_feeds(meetings: "Meetings", meeting_id: str, pids: list[str], *, mute: bool = True) -> None:
+    """Cut (or restore) these participants' audio at the SFU: Janus stops relaying it to everyone,
+    whatever their clients send."""
+    live = await meetings.service.state.get(f"meeting:{meeting_id}")
+    if live is None or live.get("sfu") is None:
+        return
+    instance, room_id = await _room(meetings, live)
+    for pid in pids:
+        x = live["participants"].get(pid)
+        if x is not None and x.get("feed") is not None and x.get("audio_mid") is not None:
+            await instance.moderate(room_id, x["feed"], x["audio_mid"], mute=mute)
 
 
 async def detach(handles: dict[str, Any]) -> None:

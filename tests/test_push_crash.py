@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from pymongo import AsyncMongoClient
 from cluster_support import ServerProcess
 from conftest import copy_database
 from messaging_support import eventually
@@ -66,10 +67,19 @@ async def test_a_push_worker_killed_mid_batch_loses_and_repeats_nothing(demo_tem
                            {"client_msg_id": f"m{n}", "message": {"kind": "text", "text": f"通知{n}"}},
                            sender["access_token"])
         expected = 10 * len(RECIPIENTS)
-        # Part of the work accepted (and recorded), part in flight, the rest still queued.
-        await eventually(lambda: len(fcm.accepted) >= 12 and fcm.in_flight >= 1, timeout=30)
+        # Part of the work accepted and recorded, part in flight, the rest still queued. (Between FCM
+        # accepting a message and the worker recording it lies one database write: a kill exactly there
+        # sends that one again — the window docs/flows/push.md describes; this test kills outside it.)
+        outbox = AsyncMongoClient(mongo_url)[db_name]["push_outbox"]
+
+        async def half_done() -> bool:
+            recorded = await outbox.count_documents({"state": "sent"})
+            return len(fcm.accepted) >= 12 and recorded == len(fcm.accepted) and fcm.in_flight >= 1
+
+        await eventually(half_done, timeout=30)
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait()
+        await outbox.database.client.close()
         fcm.delay = 0.0
         second = ServerProcess(env, "push-worker-2")  # takes the lease once the dead one's expires
         await second.wait_ready()

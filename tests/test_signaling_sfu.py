@@ -14,7 +14,7 @@ from xietong.signaling.janus import JanusPool
 
 from janus_support import JanusServer, host_media_only, janus_server  # noqa: F401  (fixture)
 from messaging_support import group_of
-from rtc_support import ColourTrack, FrameCounter, peer
+from rtc_support import ColourTrack, FrameCounter, ToneTrack, peer
 from signaling_support import device, start_for
 
 pytestmark = pytest.mark.slow
@@ -35,14 +35,17 @@ async def signaling(demo, janus_server, monkeypatch):  # noqa: F811
 
 
 class SfuParticipant:
-    def __init__(self, sig, meeting_id: str, luma: int):
-        self.sig, self.mid, self.luma = sig, meeting_id, luma
+    def __init__(self, sig, meeting_id: str, luma: int, *, audio: bool = False):
+        self.sig, self.mid, self.luma, self.audio = sig, meeting_id, luma, audio
         self.pub = peer()
         self.sub = None
         self.video: list[FrameCounter] = []
+        self.sound: list[FrameCounter] = []
 
     async def publish(self) -> None:
         self.pub.addTrack(ColourTrack(self.luma))
+        if self.audio:
+            self.pub.addTrack(ToneTrack())
         await self.pub.setLocalDescription(await self.pub.createOffer())
         answer = await self.sig.request("sfu.publish", meeting_id=self.mid,
                                         description={"type": "offer", "sdp": self.pub.localDescription.sdp})
@@ -54,8 +57,7 @@ class SfuParticipant:
 
         @self.sub.on("track")
         def on_track(track) -> None:
-            if track.kind == "video":
-                self.video.append(FrameCounter(track))
+            (self.video if track.kind == "video" else self.sound).append(FrameCounter(track))
 
         await self.sub.setRemoteDescription(RTCSessionDescription(offer["description"]["sdp"], "offer"))
         await self.sub.setLocalDescription(await self.sub.createAnswer())
@@ -63,7 +65,7 @@ class SfuParticipant:
                                description={"type": "answer", "sdp": self.sub.localDescription.sdp})
 
     async def close(self) -> None:
-        for c in self.video:
+        for c in self.video + self.sound:
             c.stop()
         await self.pub.close()
         if self.sub is not None:
@@ -81,7 +83,7 @@ async def test_six_participants_through_janus_each_receive_the_five_others(demo,
     for sig, luma in zip(sigs, lumas):
         joined = await sig.request("meeting.join", meeting_id=mid)
         assert joined["topology"] == "sfu"
-        people.append(SfuParticipant(sig, mid, luma))
+        people.append(SfuParticipant(sig, mid, luma, audio=luma == 65))  # the second one also speaks
     try:
         await asyncio.gather(*(p.publish() for p in people))
         ids = [s.hello["device_id"] for s in sigs]
@@ -111,6 +113,21 @@ async def test_six_participants_through_janus_each_receive_the_five_others(demo,
         assert bad.value.code == "meeting.bad_sdp"
         # Everyone still receives after the refusals.
         await asyncio.gather(*(c.wait(c.frames + 3, timeout=10) for c in people[0].video))
+        # The host mutes everyone: the speaker's audio stops at the SFU, whatever its client sends.
+        [voice] = people[0].sound
+        await voice.wait(voice.frames + 10, timeout=10)
+        await sigs[0].request("meeting.mute_all", meeting_id=mid, allow_unmute=False)
+        await asyncio.sleep(0.5)  # what was in flight
+        before = voice.frames
+        await asyncio.sleep(1.0)
+        assert voice.frames - before <= 2, "Janus still relays the muted participant's audio"
+        with pytest.raises(SignalingError) as muted:
+            await sigs[1].request("meeting.update_state", meeting_id=mid, state={"mic": True})
+        assert muted.value.code == "meeting.muted_by_host"
+        # Someone leaves: the others are told their feed is gone.
+        await sigs[5].request("meeting.leave", meeting_id=mid)
+        gone = await sigs[0].next("sfu.feed_removed", meeting_id=mid)
+        assert gone["participant_id"] == ids[5]
     finally:
         for p in people:
             await p.close()

@@ -46,6 +46,7 @@ from .providers import Outcome, Outgoing, PushProvider
 log = logging.getLogger("xietong.push")
 
 BATCH = 500
+PLAN_WINDOW_SECONDS = 0.25  # a push waits at most this long for others to plan with it
 PLAN_BATCH = 200
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 1.0
@@ -155,8 +156,9 @@ class PushService:
         while True:
             token = await self.store.push.resume_token()
             try:
-                stream = await self.store.events.col.watch(pipeline, resume_after=token) if token else \
-                    await self.store.events.col.watch(pipeline)
+                options: dict[str, Any] = {"batch_size": PLAN_BATCH, "max_await_time_ms": 1000}
+                stream = await self.store.events.col.watch(pipeline, resume_after=token, **options) if token else \
+                    await self.store.events.col.watch(pipeline, **options)
             except OperationFailure as exc:  # the oplog no longer holds our position
                 log.error("push planner: cannot resume (%s); notifications of the gap are lost", exc)
                 await self.store.push.save_resume_token(None)
@@ -167,6 +169,9 @@ class PushService:
                         batch: list[tuple[Event, Any]] = []
                         change = await stream.next()
                         batch.append((doc_to_event(change["fullDocument"]), change["_id"]))
+                        # Gather for a moment: one read of the stream and one round of queries then serve
+                        # a whole busy period instead of a few messages (a push is not that urgent).
+                        await asyncio.sleep(PLAN_WINDOW_SECONDS)
                         while len(batch) < PLAN_BATCH:
                             more = await stream.try_next()
                             if more is None:
@@ -182,20 +187,38 @@ class PushService:
         """Queue the deliveries these message events call for; returns how many were new."""
         now = now or utcnow()
         store = self.store
-        conversations = await store.conversations.get_many(e.conversation_id for e in events)
-        members: dict[str, list[dict[str, Any]]] = {}
-        for cid in conversations:
-            members[cid] = await store.conversations.members.find(
-                {"conversation_id": cid, "state": "active"}, {"user_id": 1, "muted": 1}).to_list()
-        user_ids = {m["user_id"] for ms in members.values() for m in ms} | {e.sender_id for e in events if e.sender_id}
+        events = [e for e in events if e.type == "message"]
+        if not events:
+            return 0
+        # Cheap first: one query for every recipient of the batch, one for which of them can get a
+        # push at all. Most batches stop there (recipients online on a computer, or without a phone
+        # registered), before any user, presence or badge lookup: see docs/performance.md.
+        cids = sorted({e.conversation_id for e in events})
+        members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        async for m in store.conversations.members.find(
+                {"conversation_id": {"$in": cids}, "state": "active"},
+                {"conversation_id": 1, "user_id": 1, "muted": 1}):
+            members[m["conversation_id"]].append(m)
+        senders = {(e.conversation_id, e.sender_id) for e in events}
+        recipients = sorted({m["user_id"] for cid, ms in members.items() for m in ms})
+        devices = await store.devices.push_targets(recipients)
+        reachable = {d.user_id for d in devices}
+        if not any(m["user_id"] in reachable and (cid, m["user_id"]) not in senders
+                   for cid, ms in members.items() for m in ms):
+            self.metrics["no_device"] += len(events)
+            return 0
+        conversations = await store.conversations.get_many(cids)
+        user_ids = reachable | {e.sender_id for e in events if e.sender_id}
         users = await store.users.get_many(list(user_ids))
-        states = await self.presence.states([u for u in user_ids])
+        states = await self.presence.states(sorted(reachable))
         wanted: list[tuple[Event, str]] = []
         for event in events:
             conversation = conversations.get(event.conversation_id)
             if conversation is None:
                 continue
             for member in members.get(conversation.id, []):
+                if member["user_id"] not in reachable:
+                    continue  # no phone registered
                 user = users.get(member["user_id"])
                 recipient = rules.Recipient(
                     user_id=member["user_id"], muted=bool(member.get("muted")),
@@ -208,13 +231,11 @@ class PushService:
                     self.metrics[f"skipped_{reason}"] += 1
         if not wanted:
             return 0
-        devices = await store.devices.push_targets(sorted({u for _, u in wanted}))
         by_user: dict[str, list[Any]] = defaultdict(list)
         for device in devices:
             by_user[device.user_id].append(device)
         badges = await self._badges(sorted(by_user)[:BADGE_USERS_LIMIT])
         docs = []
-        self.metrics["no_device"] += sum(1 for _, u in wanted if u not in by_user)
         for event, user_id in wanted:
             conversation = conversations[event.conversation_id]
             sender = users.get(event.sender_id or "")
