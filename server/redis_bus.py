@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Iterable
+from typing import Any, Iterable
 
 import msgspec
 import redis.asyncio as redis
@@ -121,6 +121,11 @@ class RedisBus:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*self._wanted)
+                # redis-py may also reconnect by itself inside a read (its retry policy) and subscribe
+                # again without raising: envelopes of the gap are lost all the same, so every
+                # (re)connection of this pubsub connection after the first one triggers a resync too.
+                assert pubsub.connection is not None
+                pubsub.connection.register_connect_callback(self._reconnected_quietly)
                 self._pubsub = pubsub
                 self.connected.set()
                 delay = 0.05
@@ -152,6 +157,11 @@ class RedisBus:
                     pass
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _reconnected_quietly(self, connection: Any) -> None:
+        self.reconnects += 1
+        log.warning("Redis bus reconnected within a read; telling connected devices to sync")
+        asyncio.get_running_loop().create_task(self._deliver(Envelope(kind="resync", target="*")))
 
     async def _deliver(self, envelope: Envelope) -> None:
         if self._handler is None:

@@ -28,6 +28,9 @@ from .store.embedded import EmbeddedMongo, EmbeddedMongoError
 log = logging.getLogger("xietong")
 
 
+LISTEN_BACKLOG = 8192
+
+
 class StartupError(RuntimeError):
     """A reason the system cannot start, worded for the person running it."""
 
@@ -48,7 +51,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror}); set XT_PORT to a free port") from None
-    sock.listen(1024)
+    # A reconnect storm (a replica restarting under thousands of devices) arrives within a second or two:
+    # with a short accept queue the kernel drops SYNs and clients wait out TCP's 1-3-7-15 s retransmits.
+    # The kernel caps this at net.core.somaxconn (4096 on current Linux).
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -87,7 +93,7 @@ async def start_server(settings: Settings, *, seed: bool = False, announce: Call
     app = create_app(services, allowed_origins=settings.effective_origins(port))
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=10)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()  # create_server listens again: default 128
     url = settings.effective_public_url(port)
     server = RunningServer(services, runner, url, port)
     if announce:

@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 from xietong.server.auth.tokens import Claims, TokenVerifier
 from xietong.server.config import Settings
 from xietong.server.errors import XtError
+from xietong.server.runtime import LISTEN_BACKLOG
 
 from . import protocol as p
 from .state import MemoryState, State
@@ -99,7 +100,8 @@ class SignalingService:
     async def start(self, host: str, port: int) -> None:
         await self.state.start(self._on_channel)
         self.server = await serve(self._serve, host, port, max_size=p.MAX_FRAME_BYTES, ping_interval=20,
-                                  ping_timeout=20, process_request=self._http, compression=None)
+                                  ping_timeout=20, process_request=self._http, compression=None,
+                                  backlog=LISTEN_BACKLOG)  # a reconnect storm must not overflow the accept queue
         bound = next(iter(self.server.sockets)).getsockname()[1]
         self.url = self.settings.effective_signaling_url(bound)
         self.port = bound

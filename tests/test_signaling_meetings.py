@@ -227,3 +227,28 @@ async def test_media_comes_back_after_a_network_switch(demo, signaling, monkeypa
         await host_media.close()
         await b_media.close()
     await host.close()
+
+
+async def test_a_scheduled_meeting_reminds_its_invitees_once(demo, signaling):
+    from datetime import datetime, timedelta, timezone
+
+    from messaging_support import direct_between
+
+    host = await device(demo, signaling, "zhangwei")
+    soon = datetime.now(timezone.utc) + timedelta(minutes=10)
+    created = await host.request("meeting.create", title="应急演练", invitees=[demo.user("huangjian")],
+                                 scheduled_at=soon.isoformat(), reminder_minutes=15)
+    assert await signaling.meetings.remind_due() == 1
+    assert await signaling.meetings.remind_due() == 0  # claimed: never twice
+    cid = await direct_between(demo, "zhangwei", "huangjian")
+    card = await eventually(lambda: demo.server.services.store.events.col.find_one(
+        {"conversation_id": cid, "message.kind": "card"}))
+    assert card["message"]["card"]["title"].startswith("会议提醒")
+    assert card["message"]["card"]["buttons"][0]["url"].endswith(created["meeting_id"])
+    later = await host.request("meeting.create", title="下周例会", invitees=[demo.user("huangjian")],
+                               scheduled_at=(soon + timedelta(days=7)).isoformat(), reminder_minutes=15)
+    assert later["meeting_id"] and await signaling.meetings.remind_due() == 0  # not yet due
+    with pytest.raises(SignalingError) as past:
+        await host.request("meeting.create", title="过去的会", scheduled_at="2020-01-01T09:00:00+08:00")
+    assert past.value.code == "request.invalid"
+    await host.close()
