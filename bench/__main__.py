@@ -4,7 +4,8 @@ The harness runs the real server processes (``xietong serve`` against the embedd
 private redis-server for the multi-process runs) and load generators in separate processes
 (``bench/worker.py``). It counts every message, and writes ``bench/results/latest.json``,
 ``latest.md`` and ``latest.png`` (latency against offered load), plus a timestamped copy of the JSON.
-See ``docs/performance.md`` for what each figure means.
+See ``docs/performance.md`` for what each figure means. The ``synapse`` scenario (``bench/side_by_side.py``)
+runs Matrix Synapse, from its own virtual environment ``bench/.synapse-venv``, under the same workload.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from xietong.server.store.embedded import EmbeddedMongo, free_port  # noqa: E402
 from xietong.server.access import Principal  # noqa: E402
 from xietong.server.messaging.models import Message  # noqa: E402
 
+from .cpu import Snapshot, quiet_check, window  # noqa: E402
 from .population import Account, Population  # noqa: E402
 from .report import percentile, write_report  # noqa: E402
 
@@ -44,6 +46,9 @@ SETTLE = 3.0  # > the presence debounce of the servers under test (2 s)
 DB_PROFILE = False  # --db-profile: print the database operations of each direct-message run
 RATES: list[int] = []  # --rates: the offered rates of the direct-message scenario
 DURATION = 0.0  # --duration: seconds per direct-message run
+STORM_DEVICES = 0  # --storm-devices: devices in the reconnect storm
+SCENARIOS = ("idle", "direct", "fanout", "storm", "scaling", "meetings", "synapse")
+SYNAPSE_BACKENDS = ["SQLite", "PostgreSQL"]  # --synapse-db: the databases Synapse runs on, one after the other
 
 
 def proc_times(pid: int) -> tuple[float, int]:
@@ -70,11 +75,12 @@ class WorkerProc:
         self.result: dict[str, Any] | None = None
 
     @classmethod
-    async def spawn(cls, spec: dict[str, Any], tmp: Path) -> "WorkerProc":
+    async def spawn(cls, spec: dict[str, Any], tmp: Path, module: str = "bench.worker") -> "WorkerProc":
         spec_file = tmp / f"spec-{time.monotonic_ns()}.json"
         spec_file.write_text(json.dumps(spec))
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.worker", str(spec_file),
-                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", module, str(spec_file),
+                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT,
+                                                    limit=256 * 1024 * 1024)  # RESULT lines carry every latency
         return cls(proc, spec_file)
 
     async def _read(self) -> None:
@@ -216,6 +222,14 @@ class Bench:
         self.keys_dir = self.tmp / "keys"
         self.mongo = EmbeddedMongo(self.tmp / "db", log_path=self.tmp / "db.log")
         self.results: dict[str, Any] = {}
+        self.synapse_version: str | None = None
+
+    def selected(self) -> list[str]:
+        if self.only:
+            return [name for name in SCENARIOS if name in self.only]
+        # The side-by-side with Synapse alone takes close to 3 minutes with the quick sizes (Synapse's setup,
+        # then the backlog it works off), the limit of the whole quick run: `--quick --only synapse` runs it.
+        return [name for name in SCENARIOS if not (self.quick and name == "synapse")]
 
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -242,16 +256,19 @@ class Bench:
             connect_seconds = time.time() - started
             await asyncio.sleep(2)
             cpu0, rss_after = proc_times(pid)
-            window = 5 if self.quick else 15
-            await asyncio.sleep(window)
+            seconds = 5 if self.quick else 15
+            first = Snapshot.now()
+            await asyncio.sleep(seconds)
             cpu1, _ = proc_times(pid)
+            machine_cpu = window(first, Snapshot.now())
             go_all(workers)
             results = await stop_all(workers)
             connected = sum(r["connected"] for r in results)
             return {"connections": connected, "wanted": count, "connect_seconds": round(connect_seconds, 2),
                     "rss_before_mib": round(rss_before / 1024, 1), "rss_after_mib": round(rss_after / 1024, 1),
                     "kib_per_connection": round((rss_after - rss_before) / connected, 2),
-                    "idle_cpu_percent": round(100 * (cpu1 - cpu0) / window, 2), "idle_window_seconds": window}
+                    "idle_cpu_percent": round(100 * (cpu1 - cpu0) / seconds, 2), "idle_window_seconds": seconds,
+                    **machine_cpu}
         finally:
             await d.close()
 
@@ -276,6 +293,7 @@ class Bench:
         db_cpu_before = proc_times(self.mongo.process.pid)[0]  # type: ignore[union-attr]
         if DB_PROFILE:
             await d.store.db.command({"profile": 2})
+        first = Snapshot.now()
         started = time.time()
         go_all(receive_workers + send_workers)
         sent = await asyncio.gather(*(w.finish(duration + 60) for w in send_workers))
@@ -283,6 +301,7 @@ class Bench:
         await wait_counts(receive_workers, acked, timeout=15)  # every acknowledged message, or give up
         received = await stop_all(receive_workers)
         elapsed = time.time() - started
+        machine_cpu = window(first, Snapshot.now())
         await asyncio.sleep(SETTLE)  # the disconnections' presence work, before the next run
         if DB_PROFILE:
             await d.store.db.command({"profile": 0})
@@ -320,6 +339,7 @@ class Bench:
             "server_cpu_percent": [round(100 * (a - b) / elapsed, 1) for a, b in zip(cpu_after, cpu_before)],
             "database_cpu_percent": round(100 * db_cpu / elapsed, 1),
             "generator_cpu_percent": round(100 * sum(r["cpu_seconds"] for r in sent + received) / elapsed, 1),
+            **machine_cpu,
         }
 
     async def direct(self) -> dict[str, Any]:
@@ -392,12 +412,14 @@ class Bench:
                                        "rate_per_socket": 1000, "duration": messages / 1000, "tag": tag,
                                        "drain": 30}, self.tmp)
         await ready_all(receive + [send])
+        first = Snapshot.now()
         go_all(receive + [send])
         sent = await send.finish()
         expected = len(tokens) * sent["acked"]
         await wait_counts(receive, expected, timeout=60)
+        machine_cpu = window(first, Snapshot.now())
         results = await stop_all(receive)
-        return _fanout_figures(results, expected)
+        return {**_fanout_figures(results, expected), **machine_cpu}
 
     async def _baseline_run(self, sockets: int, messages: int) -> dict[str, Any]:
         import aiohttp
@@ -412,21 +434,23 @@ class Bench:
                                                "count": len(part)}, self.tmp)
                        for part in split(list(range(sockets)), 2)]
             await ready_all(receive)
+            first = Snapshot.now()
             go_all(receive)
             async with aiohttp.ClientSession() as http:
                 async with http.post(f"http://127.0.0.1:{port}/broadcast", params={"k": "m", "n": str(messages)}) as r:
                     await r.text()
             await wait_counts(receive, sockets * messages, timeout=60)
+            machine_cpu = window(first, Snapshot.now())
             results = await stop_all(receive)
         finally:
             server.terminate()
             await server.wait()
-        return _fanout_figures(results, sockets * messages)
+        return {**_fanout_figures(results, sockets * messages), **machine_cpu}
 
     # ---- 4. reconnect storm ----------------------------------------------------------------------------
 
     async def storm(self) -> dict[str, Any]:
-        devices = 1000 if self.quick else 5000
+        devices = STORM_DEVICES or (1000 if self.quick else 5000)
         group_size = 100
         d = await self.deployment("storm")
         try:
@@ -443,6 +467,7 @@ class Bench:
                                               self.tmp) for part in parts]
             await ready_all(workers)
             go_all(workers)
+            first = Snapshot.now()
             self.log(f"restarting the server under {devices} devices")
             stopped = await d.stop_server()
             # While it is down, messages arrive in every group (written through the service, as another
@@ -459,6 +484,7 @@ class Bench:
                 await asyncio.gather(*(w.expect("BACK", timeout=60 if self.quick else 180) for w in workers))
             except asyncio.TimeoutError:
                 self.log("  not every device came back in time")
+            machine_cpu = window(first, Snapshot.now())
             results = await stop_all(workers)
             back = [t for r in results for t in r["back_at"]]
             have = [h for r, part in zip(results, parts) for h in r["have"]]
@@ -470,7 +496,7 @@ class Bench:
                     else None,
                     "seconds_until_all_back_from_shutdown": round(max(reconnected) - stopped, 2) if reconnected
                     else None,
-                    "server_down_seconds": round(ready - stopped, 2)}
+                    "server_down_seconds": round(ready - stopped, 2), **machine_cpu}
         finally:
             await d.close()
 
@@ -495,21 +521,38 @@ class Bench:
                 await d.close()
         return {"offered_per_second": rate, **out}
 
+    # ---- meetings: join → media connected ---------------------------------------------------------
+
+    async def meetings(self) -> dict[str, Any]:
+        from .meetings import meetings
+
+        return await meetings(self)
+
+    # ---- 6. side by side with Matrix Synapse --------------------------------------------------------------
+
+    async def synapse(self) -> dict[str, Any]:
+        from .side_by_side import side_by_side
+
+        assert self.synapse_version is not None, "ensure_installed runs before the clock starts"
+        return await side_by_side(self, self.synapse_version, SYNAPSE_BACKENDS, rates=RATES, duration=DURATION)
+
     # ---- run ---------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        before = quiet_check()  # the machine's load before anything of ours runs
+        self.log(f"machine before the run: {before['machine_cpu_percent']} % of one core busy, "
+                 f"load average {before['load_average_1min']:.2f}")
         self.mongo.start()
         try:
-            for name in ("idle", "direct", "fanout", "storm", "scaling"):
-                if self.only and name not in self.only:
-                    continue
+            for name in self.selected():
                 self.log(f"scenario {name}")
-                began = time.time()
+                began, first = time.time(), Snapshot.now()
                 self.results[name] = await getattr(self, name)()
                 self.results[name]["scenario_seconds"] = round(time.time() - began, 1)
+                self.results[name]["scenario_cpu"] = window(first, Snapshot.now())
         finally:
             self.mongo.stop()
-        write_report(self.results, machine(), quick=self.quick, out=RESULTS)
+        write_report(self.results, {**machine(), "before_run": before}, quick=self.quick, out=RESULTS)
 
 
 def _fanout_figures(results: list[dict[str, Any]], expected: int) -> dict[str, Any]:
@@ -549,17 +592,28 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs (under 3 minutes)")
-    parser.add_argument("--only", nargs="*", help="scenarios to run: idle direct fanout storm scaling")
-    parser.add_argument("--rates", nargs="*", type=int, help="direct-message rates to offer (messages/s)")
-    parser.add_argument("--duration", type=float, help="seconds per direct-message run")
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, metavar="NAME",
+                        help=f"scenarios to run: {' '.join(SCENARIOS)}")
+    parser.add_argument("--rates", nargs="*", type=int,
+                        help="direct-message rates to offer (messages/s), also in the synapse scenario")
+    parser.add_argument("--duration", type=float, help="seconds per direct-message run, also in the synapse scenario")
+    parser.add_argument("--storm-devices", type=int, help="devices in the reconnect storm (default 1,000 quick, 5,000 full)")
     parser.add_argument("--db-profile", action="store_true",
                         help="print the database operations (count, time) of each direct-message run")
+    parser.add_argument("--synapse-db", nargs="*", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"],
+                        help="the databases the synapse scenario runs Synapse on")
     args = parser.parse_args()
-    global DB_PROFILE, RATES, DURATION
+    global DB_PROFILE, RATES, DURATION, STORM_DEVICES
     DB_PROFILE = args.db_profile
+    STORM_DEVICES = args.storm_devices or 0
     RATES = args.rates or []
     DURATION = args.duration or 0.0
+    SYNAPSE_BACKENDS[:] = [b for b in SYNAPSE_BACKENDS if b.lower() in args.synapse_db]
     bench = Bench(args.quick, args.only)
+    if "synapse" in bench.selected():  # before the clock starts: the first time installs Synapse
+        from .synapse_server import ensure_installed
+
+        bench.synapse_version = ensure_installed(bench.log)
     began = time.time()
     try:
         import uvloop
@@ -567,7 +621,11 @@ def main() -> None:
         uvloop.run(bench.run())
     except ImportError:  # pragma: no cover
         asyncio.run(bench.run())
-    print(f"bench finished in {time.time() - began:.0f} s; results in {RESULTS}/latest.md")
+    if args.quick and not args.only:
+        print("the synapse scenario is not part of the default quick run (it would take it past 3 minutes): "
+              "python -m bench --quick --only synapse")
+    name = "latest-quick" if args.quick else "latest"
+    print(f"bench finished in {time.time() - began:.0f} s; results in {RESULTS}/{name}.md")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,14 @@ class Population:
             await store.devices.col.insert_many([to_doc(d) for d in devices[i:i + BATCH]], ordered=False)
         return [Account(u.id, d.id, self.issuer.issue(u.id, d.id)) for u, d in zip(users, devices)]
 
+    async def other_devices(self, accounts: list[Account]) -> list[Account]:
+        """A second signed-in device for each account (a device holds one connection at a time)."""
+        now = utcnow()
+        devices = [Device(id=new_id("device"), user_id=a.user_id, name="bench-2", platform="cli", created_at=now,
+                          last_active_at=now) for a in accounts]
+        await self.services.store.devices.col.insert_many([to_doc(d) for d in devices], ordered=False)
+        return [Account(d.user_id, d.id, self.issuer.issue(d.user_id, d.id)) for d in devices]
+
     def refresh_tokens(self, accounts: list[Account]) -> list[Account]:
         """New access tokens for the same devices (tokens live 15 minutes)."""
         return [Account(a.user_id, a.device_id, self.issuer.issue(a.user_id, a.device_id)) for a in accounts]
