@@ -251,3 +251,21 @@ async def test_push_figures_are_for_system_administrators(demo, fcm):
     assert status == 200 and body["this_process_sends"] is True and "pending" in body["queue"]
     status, body = await demo.api.get("/v1/admin/push", token=await demo.token("zhangwei"))
     assert (status, body["error"]["code"]) == (403, "perm.forbidden")
+
+
+async def test_the_push_device_index_follows_registration_logout_and_is_rebuilt(demo):
+    store = demo.server.services.store
+    login = await register(demo, "huangjian", "tok-index-phone")
+    index = store.devices.push_index
+    assert await index.find_one({"_id": login["device_id"]}) == {"_id": login["device_id"],
+                                                                 "user_id": demo.user("huangjian")}
+    assert [d.id for d in await store.devices.push_targets([demo.user("huangjian")])] == [login["device_id"]]
+    # Data written before the index existed: rebuilt at start-up.
+    await index.delete_many({})
+    assert await store.devices.rebuild_push_index() == 1
+    assert await store.devices.rebuild_push_index() == 0
+    # Logout revokes the device: gone from the index and from the targets.
+    status, _ = await demo.api.post("/v1/auth/logout", {}, token=login["access_token"])
+    assert status in (200, 204)
+    assert await index.find_one({"_id": login["device_id"]}) is None
+    assert await store.devices.push_targets([demo.user("huangjian")]) == []

@@ -56,6 +56,8 @@ class Store:
             spec: IndexSpec
             for spec in getattr(domain, "INDEXES", ()):
                 await self.db[spec.collection].create_index(spec.keys, name=spec.name, **spec.options)
+        # Derived lookups kept by the stores themselves, completed for data written before they existed.
+        await self.devices.rebuild_push_index()
 
     async def ping(self) -> bool:
         try:

@@ -32,12 +32,27 @@ class DevicesStore:
         # Failure counters of names nobody signs in with would pile up: they go 8 days after the last
         # failure, longer than the longest lock XT_LOGIN_LOCKOUT_MAX_SECONDS allows (7 days).
         IndexSpec("login_attempts", [("last_failure_at", ASCENDING)], "forget", {"expireAfterSeconds": 8 * 86400}),
+        IndexSpec("push_devices", [("user_id", ASCENDING)], "by_user"),
     )
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]):
         self.col = db["devices"]
         self.tokens = db["refresh_tokens"]
         self.attempts = db["login_attempts"]
+        # Which devices registered for push, by user: a small index the push planner asks first, so a
+        # batch of messages whose recipients have no phone registered costs one cheap lookup instead of
+        # reading every recipient's device documents. The device document stays the truth (a stale
+        # entry is ignored); every write of `push` below keeps this collection in step.
+        self.push_index = db["push_devices"]
+
+    async def rebuild_push_index(self) -> int:
+        """Add the registered devices the index lacks (data written before it existed); idempotent."""
+        added = 0
+        async for d in self.col.find({"push": {"$ne": None}, "revoked_at": None}, {"user_id": 1}):
+            result = await self.push_index.update_one({"_id": d["_id"]}, {"$set": {"user_id": d["user_id"]}},
+                                                      upsert=True)
+            added += 1 if result.upserted_id is not None else 0
+        return added
 
     # Devices.
     async def insert(self, device: Device) -> None:
@@ -66,20 +81,30 @@ class DevicesStore:
     async def set_push(self, device_id: str, push: dict[str, Any] | None) -> None:
         if push is None:
             await self.col.update_one({"_id": device_id}, {"$unset": {"push": ""}})
+            await self.push_index.delete_one({"_id": device_id})
         else:
-            await self.col.update_one({"_id": device_id}, {"$set": {"push": push}})
+            device = await self.col.find_one_and_update({"_id": device_id}, {"$set": {"push": push}},
+                                                     {"user_id": 1})
+            if device is not None:
+                await self.push_index.update_one({"_id": device_id}, {"$set": {"user_id": device["user_id"]}},
+                                                 upsert=True)
 
     async def push_targets(self, user_ids: list[str]) -> list[Device]:
         """Signed-in devices of these users that registered for push."""
         if not user_ids:
             return []
-        docs = await self.col.find({"user_id": {"$in": user_ids}, "revoked_at": None,
-                                    "push": {"$ne": None}}).to_list()
+        ids = [d["_id"] for d in await self.push_index.find({"user_id": {"$in": user_ids}}, {"_id": 1}).to_list()]
+        if not ids:
+            return []
+        docs = await self.col.find({"_id": {"$in": ids}, "revoked_at": None, "push": {"$ne": None}}).to_list()
         return [from_doc(d, Device) for d in docs if d.get("push")]
 
     async def forget_push_token(self, token: str) -> int:
         """Remove a token the provider reported as invalid, from whichever device holds it."""
+        holders = [d["_id"] for d in await self.col.find({"push.token": token}, {"_id": 1}).to_list()]
         result = await self.col.update_many({"push.token": token}, {"$unset": {"push": ""}})
+        if holders:
+            await self.push_index.delete_many({"_id": {"$in": holders}})
         return result.modified_count
 
     async def revoke(self, device_id: str, now: datetime, reason: str) -> bool:
@@ -89,6 +114,7 @@ class DevicesStore:
         result = await self.col.update_one({"_id": device_id, "revoked_at": None},
                                            {"$set": {"revoked_at": now, "revoked_reason": reason},
                                             "$unset": {"push": ""}})
+        await self.push_index.delete_one({"_id": device_id})
         return result.modified_count == 1
 
     async def revoke_all(self, user_id: str, now: datetime, reason: str, *, except_device: str | None = None) -> list[str]:
