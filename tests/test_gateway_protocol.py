@@ -3,6 +3,7 @@ device, and requests answered by id while pushes carry none (server/gateway/hand
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -142,6 +143,33 @@ async def test_a_second_socket_of_the_same_device_replaces_the_first_with_4003(d
                               "message": {"kind": "text", "text": "收到请回复"}})
         pushed = await second.push("event")
         assert pushed["event"]["message"]["text"] == "收到请回复"
+    finally:
+        for sock in (first, second, sender):
+            await sock.close()
+
+
+async def test_a_device_reconnecting_while_its_first_socket_still_loads_is_served(demo, monkeypatch):
+    """The replaced socket's load of the user's conversations is still running when the new one
+    starts its own: both finish, and the new socket gets the device's messages."""
+    store = demo.server.services.store.conversations
+    load = store.active_conversation_ids
+
+    async def slow_load(user_id: str):
+        await asyncio.sleep(0.3)
+        return await load(user_id)
+
+    cid = await direct_between(demo, "zhangwei", "huangjian")
+    monkeypatch.setattr(store, "active_conversation_ids", slow_load)
+    first = await RawSocket.open(demo, "zhangwei")
+    second = await RawSocket.open(demo, "zhangwei")  # while the first one's load sleeps
+    monkeypatch.setattr(store, "active_conversation_ids", load)
+    sender = await RawSocket.open(demo, "huangjian")
+    try:
+        assert (await closed_with(first.ws))[0] == 4003
+        await asyncio.sleep(0.4)  # both loads are over
+        await sender.request({"type": "send", "conversation_id": cid, "client_msg_id": "m1",
+                              "message": {"kind": "text", "text": "重连后收到"}})
+        assert (await second.push("event"))["event"]["message"]["text"] == "重连后收到"
     finally:
         for sock in (first, second, sender):
             await sock.close()

@@ -30,7 +30,9 @@ class Hub:
         self.user_connections: dict[str, set[Connection]] = defaultdict(set)
         self.user_conversations: dict[str, set[str]] = {}
         self.conversation_users: dict[str, set[str]] = defaultdict(set)
-        self.loading: dict[str, list[tuple[str, bool]]] = {}  # user -> membership changes seen while loading
+        # user -> the membership changes seen by each load of the user's conversations in progress (two
+        # overlap when a device's new socket replaces one whose load has not finished)
+        self.loading: dict[str, list[list[tuple[str, bool]]]] = {}
         self.presence_watchers: dict[str, set[Connection]] = defaultdict(set)  # watched user -> connections
         # Run after the bus lost envelopes (resync): presence rebuilds, missed sign-outs are applied.
         self.on_resync: list[Callable[[], Awaitable[None]]] = []
@@ -53,11 +55,15 @@ class Hub:
         # Membership changes that arrive while the user's conversations load are kept and applied
         # after: the load may have read the member documents before a join was written.
         changes: list[tuple[str, bool]] = []
-        self.loading[conn.user_id] = changes
+        self.loading.setdefault(conn.user_id, []).append(changes)
         try:
             conversations = set(await self.store.conversations.active_conversation_ids(conn.user_id))
         finally:
-            del self.loading[conn.user_id]
+            loads = [c for c in self.loading[conn.user_id] if c is not changes]
+            if loads:
+                self.loading[conn.user_id] = loads
+            else:
+                del self.loading[conn.user_id]
         if not self.user_connections.get(conn.user_id):  # disconnected while we were loading
             return
         for cid, joined in changes:
@@ -147,8 +153,8 @@ class Hub:
             for user_id in joined:
                 await self._route(user_id, cid)
             for user_id in envelope.members_removed:
-                if user_id in self.loading:
-                    self.loading[user_id].append((cid, False))
+                for changes in self.loading.get(user_id, ()):
+                    changes.append((cid, False))
                 conversations = self.user_conversations.get(user_id)
                 if conversations is not None and cid in conversations:
                     conversations.discard(cid)
@@ -186,8 +192,8 @@ class Hub:
 
     async def _route(self, user_id: str, cid: str) -> None:
         """Start routing conversation ``cid`` to ``user_id``'s local devices (they joined it)."""
-        if user_id in self.loading:
-            self.loading[user_id].append((cid, True))
+        for changes in self.loading.get(user_id, ()):
+            changes.append((cid, True))
         conversations = self.user_conversations.get(user_id)
         if conversations is None or cid in conversations:
             return
