@@ -558,13 +558,18 @@ class Meetings:
 
     # ---- mesh relay --------------------------------------------------------------------------------
 
-    async def check_peer(self, conn: "Connection", meeting_id: str, to: str) -> None:
+    async def _joined_in(self, conn: "Connection", meeting_id: str) -> dict[str, Any]:
+        """The running meeting's live document; the caller must have joined it (not waiting)."""
         live = await self.service.state.get(f"meeting:{meeting_id}")
         if live is None or live["ended"]:
             raise XtError("meeting.ended" if live else "not_found", "The meeting is not running.")
         me = live["participants"].get(conn.device_id)
         if me is None or me["status"] != "joined":
             raise XtError("meeting.not_participant")
+        return live
+
+    async def check_peer(self, conn: "Connection", meeting_id: str, to: str) -> None:
+        live = await self._joined_in(conn, meeting_id)
         if to == live.get("recorder", {}).get("peer_id"):
             return
         if live["topology"] != "mesh":
@@ -576,12 +581,7 @@ class Meetings:
     # ---- SFU (Janus) -------------------------------------------------------------------------------
 
     async def _sfu_live(self, conn: "Connection", meeting_id: str) -> dict[str, Any]:
-        live = await self.service.state.get(f"meeting:{meeting_id}")
-        if live is None or live["ended"]:
-            raise XtError("meeting.ended" if live else "not_found", "The meeting is not running.")
-        me = live["participants"].get(conn.device_id)
-        if me is None or me["status"] != "joined":
-            raise XtError("meeting.not_participant")
+        live = await self._joined_in(conn, meeting_id)
         if live["topology"] != "sfu":
             raise XtError("meeting.wrong_topology", "This meeting is a mesh: send offers to peers (signal).")
         if self.janus is None:

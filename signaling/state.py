@@ -49,12 +49,49 @@ class State(Protocol):
     async def close(self) -> None: ...
 
 
+class _Channels:
+    """How many of this process's sockets want each channel: subscribe on the first, drop on the last."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, channels: Iterable[str]) -> list[str]:
+        """The channels that became wanted."""
+        new = []
+        for c in channels:
+            self.counts[c] = self.counts.get(c, 0) + 1
+            if self.counts[c] == 1:
+                new.append(c)
+        return new
+
+    def remove(self, channels: Iterable[str]) -> list[str]:
+        """The channels nobody wants any more."""
+        gone = []
+        for c in channels:
+            n = self.counts.get(c, 0) - 1
+            if n > 0:
+                self.counts[c] = n
+            else:
+                self.counts.pop(c, None)
+                gone.append(c)
+        return gone
+
+    def __contains__(self, channel: str) -> bool:
+        return channel in self.counts
+
+    def __iter__(self) -> Any:
+        return iter(self.counts)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+
 class MemoryState:
     def __init__(self) -> None:
         self._docs: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
         self._handler: Handler | None = None
-        self._channels: dict[str, int] = {}
+        self._channels = _Channels()
 
     async def start(self, handler: Handler) -> None:
         self._handler = handler
@@ -75,23 +112,17 @@ class MemoryState:
             return copy.deepcopy(docs), result
 
     async def publish(self, channel: str, frame: bytes) -> None:
-        if self._handler is not None and self._channels.get(channel):
+        if self._handler is not None and channel in self._channels:
             try:
                 await self._handler(channel, frame)
             except Exception:  # a delivery problem never fails the change that published
                 log.exception("delivering a signaling frame failed")
 
     async def subscribe(self, channels: Iterable[str]) -> None:
-        for c in channels:
-            self._channels[c] = self._channels.get(c, 0) + 1
+        self._channels.add(channels)
 
     async def unsubscribe(self, channels: Iterable[str]) -> None:
-        for c in channels:
-            n = self._channels.get(c, 0) - 1
-            if n > 0:
-                self._channels[c] = n
-            else:
-                self._channels.pop(c, None)
+        self._channels.remove(channels)
 
     async def close(self) -> None:
         self._handler = None
@@ -106,7 +137,7 @@ class RedisState:
         self._redis = redis.from_url(url)
         self._pubsub = self._redis.pubsub()
         self._handler: Handler | None = None
-        self._channels: dict[str, int] = {}
+        self._channels = _Channels()
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
@@ -179,23 +210,12 @@ class RedisState:
         await self._redis.publish(self.PREFIX + channel, frame)
 
     async def subscribe(self, channels: Iterable[str]) -> None:
-        new = []
-        for c in channels:
-            self._channels[c] = self._channels.get(c, 0) + 1
-            if self._channels[c] == 1:
-                new.append(self.PREFIX + c)
+        new = [self.PREFIX + c for c in self._channels.add(channels)]
         if new:
             await self._pubsub.subscribe(*new)
 
     async def unsubscribe(self, channels: Iterable[str]) -> None:
-        gone = []
-        for c in channels:
-            n = self._channels.get(c, 0) - 1
-            if n > 0:
-                self._channels[c] = n
-            else:
-                self._channels.pop(c, None)
-                gone.append(self.PREFIX + c)
+        gone = [self.PREFIX + c for c in self._channels.remove(channels)]
         if gone:
             try:
                 await self._pubsub.unsubscribe(*gone)

@@ -5,14 +5,25 @@ negotiate through it."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, AsyncIterator
 
+import pytest
 from aiortc import RTCSessionDescription
 
 from xietong.clients.signaling import SignalingClient
 from xietong.signaling.service import SignalingService, start_signaling
 
 from rtc_support import ColourTrack, FrameCounter, peer
+
+
+@pytest.fixture
+async def signaling(demo: Any) -> AsyncIterator[SignalingService]:
+    """The signaling service next to the demo server, stopped after the test."""
+    service = await start_for(demo)
+    try:
+        yield service
+    finally:
+        await service.stop()
 
 
 async def start_for(demo: Any, **overrides: Any) -> SignalingService:
@@ -99,3 +110,14 @@ class MeshPeer:
             c.stop()
         for pc in self.pcs.values():
             await pc.close()
+
+
+async def join_mesh(sig: SignalingClient, meeting_id: str, luma: int) -> MeshPeer:
+    """Join a mesh meeting with a colour-coded camera and offer to everyone already there (the
+    newcomer offers; the others answer)."""
+    joined = await sig.request("meeting.join", meeting_id=meeting_id)
+    media = MeshPeer(sig, luma, meeting_id=meeting_id)
+    for other in joined["participants"]:
+        if other["participant_id"] != sig.hello["device_id"]:
+            await media.offer(other["participant_id"])
+    return media

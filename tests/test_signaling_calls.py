@@ -14,16 +14,7 @@ from xietong.clients.signaling import SignalingClient, SignalingError
 
 from messaging_support import direct_between, eventually
 from rtc_support import loopback_only
-from signaling_support import MeshPeer, device, start_for
-
-
-@pytest.fixture
-async def signaling(demo):
-    service = await start_for(demo)
-    try:
-        yield service
-    finally:
-        await service.stop()
+from signaling_support import MeshPeer, device, signaling  # noqa: F401  (fixture)
 
 
 async def call_records(demo, a: str, b: str) -> list[dict]:

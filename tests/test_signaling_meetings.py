@@ -11,16 +11,7 @@ from xietong.clients.signaling import SignalingError
 
 from messaging_support import eventually, group_of
 from rtc_support import loopback_only
-from signaling_support import MeshPeer, device, start_for
-
-
-@pytest.fixture
-async def signaling(demo):
-    service = await start_for(demo)
-    try:
-        yield service
-    finally:
-        await service.stop()
+from signaling_support import MeshPeer, device, join_mesh, signaling  # noqa: F401  (fixture)
 
 
 async def meeting_in_group(demo, signaling, owner: str, members: list[str], **options):
@@ -47,12 +38,7 @@ async def test_an_instant_meeting_from_a_group_chat_posts_an_invite_card_and_thr
     assert joined["role"] == "host" and joined["topology"] == "mesh"
     peers = {host.hello["device_id"]: MeshPeer(host, 40, meeting_id=mid)}
     for sig, luma in ((b, 120), (c, 220)):
-        j = await sig.request("meeting.join", meeting_id=mid)
-        assert j["role"] == "participant"
-        peers[sig.hello["device_id"]] = mp = MeshPeer(sig, luma, meeting_id=mid)
-        for other in j["participants"]:  # the newcomer offers to everyone already there
-            if other["participant_id"] != sig.hello["device_id"]:
-                await mp.offer(other["participant_id"])
+        peers[sig.hello["device_id"]] = await join_mesh(sig, mid, luma)
     joined_event = await host.next("meeting.participant_joined", meeting_id=mid)
     assert joined_event["participant"]["user_id"] == demo.user("huangjian")
     try:

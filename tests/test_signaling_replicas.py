@@ -11,7 +11,7 @@ from xietong.clients.signaling import SignalingClient, SignalingError
 from cluster_support import RedisServer, ServerProcess, server_env
 from messaging_support import eventually, group_of
 from rtc_support import loopback_only
-from signaling_support import MeshPeer
+from signaling_support import MeshPeer, join_mesh
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +50,7 @@ async def test_one_meeting_across_two_signaling_processes(demo, replicas, monkey
     await host.request("meeting.join", meeting_id=mid)
     peers = {host.hello["device_id"]: MeshPeer(host, 50, meeting_id=mid)}
     for sig, luma in ((b, 150), (c, 230)):
-        joined = await sig.request("meeting.join", meeting_id=mid)
-        peers[sig.hello["device_id"]] = mp = MeshPeer(sig, luma, meeting_id=mid)
-        for other in joined["participants"]:
-            if other["participant_id"] != sig.hello["device_id"]:
-                await mp.offer(other["participant_id"])
+        peers[sig.hello["device_id"]] = await join_mesh(sig, mid, luma)
     seen = await host.next("meeting.participant_joined", meeting_id=mid)
     assert seen["participant"]["user_id"] == demo.user("huangjian")
     try:
