@@ -32,6 +32,7 @@ from cluster_support import RedisServer, ServerProcess, server_env  # noqa: E402
 from xietong.server.config import Settings  # noqa: E402
 from xietong.server.services import build_services  # noqa: E402
 from xietong.server.store import Store  # noqa: E402
+from xietong.server.runtime import run_async  # noqa: E402
 from xietong.server.store.embedded import EmbeddedMongo, free_port  # noqa: E402
 
 from xietong.server.access import Principal  # noqa: E402
@@ -615,12 +616,7 @@ def main() -> None:
 
         bench.synapse_version = ensure_installed(bench.log)
     began = time.time()
-    try:
-        import uvloop
-
-        uvloop.run(bench.run())
-    except ImportError:  # pragma: no cover
-        asyncio.run(bench.run())
+    run_async(bench.run())
     if args.quick and not args.only:
         print("the synapse scenario is not part of the default quick run (it would take it past 3 minutes): "
               "python -m bench --quick --only synapse")

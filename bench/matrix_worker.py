@@ -25,6 +25,8 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
+from xietong.server.runtime import run_async
+
 from .worker import Worker, cpu_seconds
 
 decode = msgspec.json.decode
@@ -187,12 +189,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # open loop: many requests in flight
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     spec = msgspec.json.decode(open(sys.argv[1], "rb").read())
-    try:
-        import uvloop
-
-        uvloop.run(MatrixWorker(spec).run())
-    except ImportError:  # pragma: no cover
-        asyncio.run(MatrixWorker(spec).run())
+    run_async(MatrixWorker(spec).run())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from xietong.server.runtime import run_async
+
 decode = msgspec.json.decode
 encode = msgspec.json.encode
 
@@ -307,12 +309,7 @@ class Worker:
 
 def main() -> None:
     spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
-    try:
-        import uvloop
-
-        uvloop.run(Worker(spec).run())
-    except ImportError:  # pragma: no cover
-        asyncio.run(Worker(spec).run())
+    run_async(Worker(spec).run())
 
 
 if __name__ == "__main__":

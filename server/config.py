@@ -21,17 +21,23 @@ class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _range(kind: Callable[[str], Any], what: str, lo: float, hi: float) -> Callable[[str], Any]:
+    expected = f"{what} from {kind(lo)!r} to {kind(hi)!r}" if kind is int else f"{what} from {lo:g} to {hi:g}"
+
+    def parse(raw: str) -> Any:
         try:
-            value = int(raw.strip())
+            value = kind(raw.strip())
         except ValueError:
-            raise ValueError(f"an integer from {lo} to {hi}") from None
+            raise ValueError(expected) from None
         if not lo <= value <= hi:
-            raise ValueError(f"an integer from {lo} to {hi}")
+            raise ValueError(expected)
         return value
 
     return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    return _range(int, "an integer", lo, hi)
 
 
 def _bool(raw: str) -> bool:
@@ -83,16 +89,7 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 def _float_range(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"a number from {lo:g} to {hi:g}") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"a number from {lo:g} to {hi:g}")
-        return value
-
-    return parse
+    return _range(float, "a number", lo, hi)
 
 
 def _addresses(raw: str) -> tuple[str, ...]:

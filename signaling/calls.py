@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xietong.signaling.calls")
 
-ACTIVE = ("ringing", "connected")
 
 
 class _Retry(Exception):
@@ -62,14 +61,14 @@ class Calls:
         now = time.time()
         call_id = new_id("call")
         for _ in range(20):
-            other = await self.service.state.get(f"user:{frame.callee}")
-            other_call = (other or {}).get("call")
+            my_call = ((await self.service.state.get(f"user:{conn.user_id}")) or {}).get("call")
+            other_call = ((await self.service.state.get(f"user:{frame.callee}")) or {}).get("call")
             keys = [f"call:{call_id}", f"user:{conn.user_id}", f"user:{frame.callee}"]
-            if other_call:
-                keys.append(f"call:{other_call}")
+            keys += [f"call:{c}" for c in {my_call, other_call} if c]
             try:
                 docs, outcome = await self.service.state.update(
-                    keys, lambda d: self._invite_change(d, conn, frame, conversation.id, call_id, other_call, now))
+                    keys, lambda d: self._invite_change(d, conn, frame, conversation.id, call_id, my_call, other_call,
+                                                        now))
                 break
             except _Retry:
                 continue
@@ -98,25 +97,34 @@ class Calls:
         self._timer(call_id, self.service.settings.call_ring_seconds, self._ring_out)
         return {"call_id": call_id, "state": "ringing", "conversation_id": conversation.id}
 
+    def _live(self, call: dict[str, Any] | None, now: float) -> bool:
+        """Whether a call still holds its parties: connected, or ringing within its ring time (a ringing
+        call whose timer died with its process is over, whoever notices first)."""
+        if call is None:
+            return False
+        if call["state"] == "ringing":
+            return now - call["created_at"] <= self.service.settings.call_ring_seconds + 5
+        return call["state"] == "connected"
+
     def _invite_change(self, d: dict[str, Any], conn: "Connection", frame: p.CallInvite, conversation_id: str,
-                       call_id: str, other_call: str | None, now: float) -> str:
+                       call_id: str, my_call: str | None, other_call: str | None, now: float) -> str:
         me, them = d[f"user:{conn.user_id}"], d[f"user:{frame.callee}"]
-        if (them or {}).get("call") != other_call:
+        if (them or {}).get("call") != other_call or (me or {}).get("call") != my_call:
             raise _Retry()
-        if me and me.get("call") and me["call"] != other_call:
-            raise XtError("conflict.state", "You are already in a call; hang up first.")
         existing = d.get(f"call:{other_call}") if other_call else None
+        if not self._live(existing, now):
+            existing = None  # the callee's marker is stale: they are free
         if existing and existing["state"] == "ringing" and existing["caller"] == frame.callee \
                 and existing["callee"] == conn.user_id:
             # Glare: the callee is calling us right now. Answer that call with this device.
             existing.update(state="connected", answered_device=conn.device_id, answered_at=now)
             d[f"user:{conn.user_id}"] = {"call": existing["id"]}
             return "glare"
-        if me and me.get("call"):
+        if my_call and self._live(d.get(f"call:{my_call}"), now):
             raise XtError("conflict.state", "You are already in a call; hang up first.")
         call = {"id": call_id, "caller": conn.user_id, "caller_device": conn.device_id, "callee": frame.callee,
                 "media": frame.media, "conversation_id": conversation_id, "created_at": now, "state": "ringing"}
-        if existing and existing["state"] in ACTIVE:
+        if existing is not None:  # live, with someone else
             call.update(state="ended", outcome="busy", ended_at=now)
             d[f"call:{call_id}"] = call
             return "busy"

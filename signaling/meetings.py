@@ -552,8 +552,7 @@ class Meetings:
         for (mid, pid) in [k for k in self._sfu if k[0] == frame.meeting_id]:
             await self._sfu_detach(self._sfu.pop((mid, pid)))
         await self._idle(frame.meeting_id)
-        await self.service.state.update([f"meeting:{frame.meeting_id}"], lambda d: d.__setitem__(
-            f"meeting:{frame.meeting_id}", None))
+        await self._change(frame.meeting_id, lambda d, key: d.__setitem__(key, None))  # the live state goes
         return {}
 
     # ---- mesh relay --------------------------------------------------------------------------------

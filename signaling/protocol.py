@@ -15,14 +15,14 @@ from typing import Annotated, Literal, Union
 import msgspec
 
 from xietong.server.errors import XtError
-from xietong.server.gateway.frames import FrameError, encode, error_frame, request_decoder, result_frame
+from xietong.server.gateway.frames import Auth, FrameError, Ping, encode, error_frame, request_decoder, result_frame
+from xietong.server.gateway.frames import Request as _Request
 
 __all__ = ["FrameError", "encode", "error_frame", "result_frame", "decode", "check_sdp", "MAX_FRAME_BYTES"]
 
 MAX_FRAME_BYTES = 64 * 1024
 MAX_SDP_BYTES = 32 * 1024
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
@@ -36,19 +36,6 @@ class Candidate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     candidate: Annotated[str, msgspec.Meta(max_length=512)]
     sdpMid: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
-
-
-class _Request(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
-    id: Id
-
-
-class Auth(_Request, tag="auth"):
-    """First frame of a connection, or later with a fresh token (before the current one expires)."""
-    token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-
-
-class Ping(_Request, tag="ping"):
-    pass
 
 
 class TurnCredentials(_Request, tag="turn.credentials"):

@@ -63,7 +63,11 @@ async def start_recording(meetings: "Meetings", conn: "Connection", meeting_id: 
             await finish(meetings, meeting_id)
 
     recorder = Recorder(max_duration=MAX_RECORDING_SECONDS, on_stopped=stopped_by_limit)
-    await recorder.start(path)
+    try:
+        await recorder.start(path)
+    except BaseException:  # the claim must not outlive a recorder that never started
+        await meetings._change(meeting_id, _release)
+        raise
     meetings.recorders[meeting_id] = recorder
 
     async def relay(frame: bytes) -> None:
@@ -113,14 +117,7 @@ async def finish(meetings: "Meetings", meeting_id: str) -> dict[str, Any] | None
     service.local_channels.pop(rec_id, None)
     await service.state.unsubscribe([f"device:{rec_id}"])
     info = await recorder.stop()
-
-    def release(d: dict[str, Any], key: str) -> dict[str, Any] | None:
-        live = d[key]
-        if live is not None:
-            live.pop("recorder", None)
-        return live
-
-    live, _ = await meetings._change(meeting_id, release)
+    live, _ = await meetings._change(meeting_id, _release)
     if info is None:
         return None
     entry = {"file": info.path.name, "bytes": info.bytes, "duration_seconds": round(info.duration_seconds, 2),
@@ -131,6 +128,12 @@ async def finish(meetings: "Meetings", meeting_id: str) -> dict[str, Any] | None
         await meetings._broadcast(live, {"type": "meeting.recording", "recording": False,
                                          "file": entry["download_path"]})
     return {**entry, "started_at": info.started_at.isoformat(), "ended_at": info.ended_at.isoformat()}
+
+
+def _release(d: dict[str, Any], key: str) -> None:
+    """The meeting is no longer being recorded (a change for ``Meetings._change``)."""
+    if d[key] is not None:
+        d[key].pop("recorder", None)
 
 
 async def download(meetings: "Meetings", headers: Any, path: str) -> Any:

@@ -52,9 +52,10 @@ class Connection:
     user_id: str = ""
     device_id: str = ""
     claims: Claims | None = None
-    queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE_FRAMES))
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE_FRAMES))
     meetings: set[str] = field(default_factory=set)
     closed: bool = False
+    expiry: asyncio.Task[None] | None = None
 
     def send(self, frame: bytes) -> None:
         if self.closed:
@@ -68,10 +69,20 @@ class Connection:
 
     async def writer(self) -> None:
         while True:
-            frame = await self.queue.get()
-            if frame is None:
-                return
-            await self.ws.send(frame.decode())
+            await self.ws.send((await self.queue.get()).decode())
+
+    def watch_expiry(self) -> None:
+        """Close the socket once its token has been expired for EXPIRED_GRACE_SECONDS without an ``auth``
+        frame renewing it (a silent socket too: it still receives a meeting's frames)."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+
+        async def close_when_expired() -> None:
+            assert self.claims is not None
+            await asyncio.sleep(max(0.0, self.claims.expires_at + EXPIRED_GRACE_SECONDS - time.time()))
+            await self.ws.close(CLOSE_AUTH, "auth.token_expired")
+
+        self.expiry = asyncio.ensure_future(close_when_expired())
 
 
 class SignalingService:
@@ -92,7 +103,18 @@ class SignalingService:
         self.meetings = Meetings(self, janus=janus, recordings_dir=recordings_dir or settings.data_dir / "recordings")
         self.server: Server | None = None
         self.url = ""
-        self._handlers: dict[type, Callable[[Connection, Any], Awaitable[Any]]] = {}
+        c, m = self.calls, self.meetings
+        self._handlers: dict[type, Callable[[Connection, Any], Awaitable[Any]]] = {
+            p.Ping: lambda conn, f: _pong(), p.TurnCredentials: lambda conn, f: self._turn(conn),
+            p.CallInvite: c.invite, p.CallAccept: c.accept, p.CallDecline: c.decline, p.CallCancel: c.cancel,
+            p.CallHangup: c.hangup, p.Signal: self._signal,
+            p.MeetingCreate: m.create, p.MeetingGet: m.get, p.MeetingJoin: m.join, p.MeetingLeave: m.leave,
+            p.MeetingUpdateState: m.update_state, p.MeetingAdmit: m.admit, p.MeetingMute: m.mute,
+            p.MeetingRemove: m.remove, p.MeetingTransferHost: m.transfer_host, p.MeetingSetRole: m.set_role,
+            p.MeetingMuteAll: m.mute_all, p.MeetingLock: m.lock, p.MeetingEnd: m.end, p.MeetingRecord: m.record,
+            p.SfuPublish: m.sfu_publish, p.SfuSubscribe: m.sfu_subscribe, p.SfuAnswer: m.sfu_answer,
+            p.SfuTrickle: m.sfu_trickle,
+        }
         self.local_channels: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # server-side peers (recorder)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -159,8 +181,9 @@ class SignalingService:
             pass
         finally:
             conn.closed = True
-            conn.queue.put_nowait(None) if not conn.queue.full() else None
             writer.cancel()
+            if conn.expiry is not None:
+                conn.expiry.cancel()
             await self._disconnected(conn)
 
     async def _first_frame(self, conn: Connection) -> bool:
@@ -183,12 +206,10 @@ class SignalingService:
         return False
 
     async def _authenticate(self, conn: Connection, claims: Claims, request_id: str | None) -> None:
-        if not claims.device_id:
-            raise XtError("auth.token_invalid", "The token names no device.")
-        device = await self.chat.store.devices.get(claims.device_id)
-        if device is None or device.revoked_at is not None or device.user_id != claims.user_id:
-            raise XtError("auth.session_revoked")
+        await self.chat.auth.session(claims)  # the device is still signed in
+        assert claims.device_id is not None
         conn.user_id, conn.device_id, conn.claims = claims.user_id, claims.device_id, claims
+        conn.watch_expiry()
         old = self.local.get(conn.device_id)
         if old is not None and old is not conn:  # one connection per device: the newer one wins
             old.closed = True
@@ -235,16 +256,15 @@ class SignalingService:
                 claims = self.verifier.verify(frame.token)
                 if (claims.user_id, claims.device_id) != (conn.user_id, conn.device_id):
                     raise XtError("perm.forbidden", "A connection keeps its user and device.")
+                await self.chat.auth.session(claims)  # not signed out meanwhile
                 conn.claims = claims
+                conn.watch_expiry()
                 conn.send(p.result_frame(frame.id, {"expires_at": claims.expires_at}))
                 return
             assert conn.claims is not None
-            if conn.claims.expires_at < time.time():
-                if conn.claims.expires_at + EXPIRED_GRACE_SECONDS < time.time():
-                    await conn.ws.close(CLOSE_AUTH, "auth.token_expired")
+            if conn.claims.expires_at < time.time():  # (closed EXPIRED_GRACE_SECONDS later: watch_expiry)
                 raise XtError("auth.token_expired", "Send an auth frame with a fresh token.")
-            handler = self._handler_for(type(frame))
-            result = await handler(conn, frame)
+            result = await self._handlers[type(frame)](conn, frame)
             conn.send(p.result_frame(frame.id, result if result is not None else {}))
         except p.FrameError as exc:
             conn.send(p.error_frame(exc.request_id, exc.error))
@@ -254,22 +274,6 @@ class SignalingService:
             incident = secrets.token_hex(6)
             log.exception("signaling: frame failed (incident %s)", incident)
             conn.send(p.error_frame(request_id, XtError("server.internal", details={"incident": incident})))
-
-    def _handler_for(self, kind: type) -> Callable[[Connection, Any], Awaitable[Any]]:
-        if not self._handlers:
-            c, m = self.calls, self.meetings
-            self._handlers = {
-                p.Ping: lambda conn, f: _pong(), p.TurnCredentials: lambda conn, f: self._turn(conn),
-                p.CallInvite: c.invite, p.CallAccept: c.accept, p.CallDecline: c.decline, p.CallCancel: c.cancel,
-                p.CallHangup: c.hangup, p.Signal: self._signal,
-                p.MeetingCreate: m.create, p.MeetingGet: m.get, p.MeetingJoin: m.join, p.MeetingLeave: m.leave,
-                p.MeetingUpdateState: m.update_state, p.MeetingAdmit: m.admit, p.MeetingMute: m.mute,
-                p.MeetingRemove: m.remove, p.MeetingTransferHost: m.transfer_host, p.MeetingSetRole: m.set_role,
-                p.MeetingMuteAll: m.mute_all, p.MeetingLock: m.lock, p.MeetingEnd: m.end, p.MeetingRecord: m.record,
-                p.SfuPublish: m.sfu_publish, p.SfuSubscribe: m.sfu_subscribe, p.SfuAnswer: m.sfu_answer,
-                p.SfuTrickle: m.sfu_trickle,
-            }
-        return self._handlers[kind]
 
     async def _turn(self, conn: Connection) -> dict[str, Any]:
         return {"ice_servers": self.ice_servers(conn.user_id)}
@@ -365,7 +369,7 @@ async def start_signaling(settings: Settings, chat: Any, *, host: str | None = N
 
 async def load_verifier(settings: Settings, chat: Any) -> TokenVerifier:
     """The published public keys: fetched from XT_JWKS_URL (signaling as its own process), else the
-    key folder's public half (the same keys the server publishes)."""
+    messaging services' own verifier (the same keys the server publishes)."""
     if settings.jwks_url:
         import aiohttp
 
@@ -374,4 +378,4 @@ async def load_verifier(settings: Settings, chat: Any) -> TokenVerifier:
                 response.raise_for_status()
                 jwks = await response.json()
         return TokenVerifier(jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
-    return TokenVerifier(chat.keys.jwks(), issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    return chat.verifier

@@ -204,3 +204,33 @@ async def test_authentication_first_and_an_expired_token_is_refused_until_renewe
         await client.request("auth", token=other)
     assert swap.value.code == "perm.forbidden"
     await client.close()
+
+
+async def test_a_silent_socket_whose_token_expired_is_closed_after_the_grace(demo, signaling, monkeypatch):
+    from xietong.signaling import service as signaling_service
+
+    monkeypatch.setattr(signaling_service, "EXPIRED_GRACE_SECONDS", 0.2)
+    client = await device(demo, signaling, "zhangwei")
+    conn = signaling.local[client.hello["device_id"]]
+    conn.claims = dataclasses.replace(conn.claims, expires_at=int(time.time()) - 1)
+    conn.watch_expiry()  # as an auth frame would re-arm it
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.close_code == 4401
+    await client.close()
+
+
+async def test_a_ringing_call_left_behind_by_a_dead_process_does_not_keep_its_callee_busy(demo, signaling):
+    callee_id = demo.user("huangjian")
+
+    def leftover(d):  # rang an hour ago on a process that died before its ring timer fired
+        d["call:cal_leftover"] = {"id": "cal_leftover", "caller": demo.user("liuyang"), "caller_device": "dev_gone",
+                                  "callee": callee_id, "media": "audio", "conversation_id": "cnv_x",
+                                  "created_at": time.time() - 3600, "state": "ringing"}
+        d[f"user:{callee_id}"] = {"call": "cal_leftover"}
+
+    await signaling.state.update(["call:cal_leftover", f"user:{callee_id}"], leftover)
+    caller = await device(demo, signaling, "zhangwei")
+    call = await caller.request("call.invite", callee=callee_id)
+    assert call["state"] == "ringing"
+    await caller.request("call.cancel", call_id=call["call_id"])
+    await caller.close()

@@ -24,7 +24,7 @@ from ..ids import new_id
 from ..models import Device, Totp, User, to_doc, utcnow
 from ..store import Store
 from . import passwords, totp
-from .tokens import PURPOSE_ACCESS, PURPOSE_TOTP_ENROLL, TokenIssuer, TokenVerifier
+from .tokens import PURPOSE_ACCESS, PURPOSE_TOTP_ENROLL, Claims, TokenIssuer, TokenVerifier
 
 ENROLLMENT_TOKEN_TTL = 600
 # Refusals of a login that count against the name's failure limit: everything else proved the password.
@@ -70,9 +70,13 @@ class AuthService:
     # ---- requests -------------------------------------------------------------------------------
 
     async def authenticate(self, access_token: str) -> Principal:
-        claims = self.verifier.verify(access_token, purpose=PURPOSE_ACCESS)
+        return await self.session(self.verifier.verify(access_token, purpose=PURPOSE_ACCESS))
+
+    async def session(self, claims: Claims) -> Principal:
+        """The caller of verified access-token claims, if its device is still signed in (other services
+        verify the token with the published keys, then ask this)."""
         if claims.device_id is None:
-            raise XtError("auth.token_invalid")
+            raise XtError("auth.token_invalid", "The token names no device.")
         device = await self.store.devices.get(claims.device_id)
         if device is None or device.revoked_at is not None or device.user_id != claims.user_id:
             raise XtError("auth.session_revoked")

@@ -45,37 +45,40 @@ class MessageInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omi
                        reply_to=self.reply_to, card=self.card, file=self.file, urgent=self.urgent)
 
 
-class _Request(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+class Request(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """A client request: a ``type`` tag and the ``id`` its answer carries. The signaling protocol's
+    requests derive from it too, and share ``auth`` and ``ping``."""
+
     id: Id
 
 
-class Auth(_Request, tag="auth"):
+class Auth(Request, tag="auth"):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
-class Ping(_Request, tag="ping"):
+class Ping(Request, tag="ping"):
     pass
 
 
-class Sync(_Request, tag="sync"):
+class Sync(Request, tag="sync"):
     since: Annotated[dict[ConversationId, SeqOrZero], msgspec.Meta(max_length=5000)] = {}
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
 
 
-class History(_Request, tag="history"):
+class History(Request, tag="history"):
     conversation_id: ConversationId
     before: Seq | None = None
     after: SeqOrZero | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
 
 
-class Send(_Request, tag="send"):
+class Send(Request, tag="send"):
     conversation_id: ConversationId
     client_msg_id: ClientMsgId
     message: MessageInput
 
 
-class ForwardRequest(_Request, tag="forward"):
+class ForwardRequest(Request, tag="forward"):
     conversation_id: ConversationId
     client_msg_id: ClientMsgId
     source_conversation_id: ConversationId
@@ -84,49 +87,49 @@ class ForwardRequest(_Request, tag="forward"):
     title: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
-class Edit(_Request, tag="edit"):
+class Edit(Request, tag="edit"):
     conversation_id: ConversationId
     seq: Seq
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
     client_msg_id: ClientMsgId | None = None  # makes a retried edit return the first one
 
 
-class Recall(_Request, tag="recall"):
+class Recall(Request, tag="recall"):
     conversation_id: ConversationId
     seq: Seq
 
 
-class UpdateCard(_Request, tag="update_card"):
+class UpdateCard(Request, tag="update_card"):
     conversation_id: ConversationId
     seq: Seq
     card: Card
     client_msg_id: ClientMsgId
 
 
-class DeleteForMe(_Request, tag="delete_for_me"):
+class DeleteForMe(Request, tag="delete_for_me"):
     conversation_id: ConversationId
     seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=100)]
 
 
-class Read(_Request, tag="read"):
+class Read(Request, tag="read"):
     conversation_id: ConversationId
     seq: Seq
 
 
-class ReadAll(_Request, tag="read_all"):
+class ReadAll(Request, tag="read_all"):
     pass
 
 
-class Delivered(_Request, tag="delivered"):
+class Delivered(Request, tag="delivered"):
     conversation_id: ConversationId
     seq: Seq
 
 
-class Typing(_Request, tag="typing"):
+class Typing(Request, tag="typing"):
     conversation_id: ConversationId
 
 
-class Receipts(_Request, tag="receipts"):
+class Receipts(Request, tag="receipts"):
     conversation_id: ConversationId
     seq: Seq
     which: Literal["read", "unread"] = "read"
@@ -137,21 +140,21 @@ class Receipts(_Request, tag="receipts"):
 UserIdList = Annotated[list[UserIdIn], msgspec.Meta(min_length=1, max_length=500)]
 
 
-class Presence(_Request, tag="presence"):
+class Presence(Request, tag="presence"):
     """The device's own state: in the foreground (active) or in the background (away)."""
 
     state: Literal["active", "away"]
 
 
-class PresenceWatch(_Request, tag="presence_watch"):
+class PresenceWatch(Request, tag="presence_watch"):
     user_ids: UserIdList
 
 
-class PresenceUnwatch(_Request, tag="presence_unwatch"):
+class PresenceUnwatch(Request, tag="presence_unwatch"):
     user_ids: UserIdList
 
 
-class PresenceQuery(_Request, tag="presence_query"):
+class PresenceQuery(Request, tag="presence_query"):
     user_ids: UserIdList
 
 

@@ -234,22 +234,20 @@ class PushService:
         by_user: dict[str, list[Any]] = defaultdict(list)
         for device in devices:
             by_user[device.user_id].append(device)
-        badges = await self._badges(sorted(by_user)[:BADGE_USERS_LIMIT])
+        badges = await self._badges(sorted({u for _, u in wanted})[:BADGE_USERS_LIMIT])
         docs = []
         for event, user_id in wanted:
             conversation = conversations[event.conversation_id]
             sender = users.get(event.sender_id or "")
             notification = rules.compose(event, conversation, sender.display_name if sender else "", user_id,
                                          previews=self.settings.push_previews, badge=badges.get(user_id))
-            for device in by_user.get(user_id, []):
-                assert device.push is not None
-                docs.append({"_id": f"{device.id}|{event.id}", "device_id": device.id, "user_id": user_id,
-                             "provider": device.push.provider, "token": device.push.token,
-                             "token_type": device.push.token_type, "platform": device.push.platform,
-                             "event_id": event.id,
-                             "notification": msgspec.to_builtins(notification), "state": "pending",
-                             "attempts": 0, "next_attempt_at": now, "created_at": now})
-        queued = await store.push.enqueue(docs)
+            docs += [_delivery(device, event.id, notification, now) for device in by_user[user_id]]
+        return await self._queue(docs)
+
+    async def _queue(self, docs: list[dict[str, Any]]) -> int:
+        """Add deliveries to the outbox (one per device and event: a second copy is ignored) and wake the
+        sender; returns how many were new."""
+        queued = await self.store.push.enqueue(docs) if docs else 0
         self.metrics["planned"] += queued
         if queued:
             self._wake.set()
@@ -274,20 +272,12 @@ class PushService:
             return 0
         caller = users.get(caller_id)
         notification = rules.compose_call(call_id, conversation_id, caller.display_name if caller else "", media)
-        docs = [{"_id": f"{device.id}|call:{call_id}", "device_id": device.id, "user_id": callee_id,
-                 "provider": device.push.provider, "token": device.push.token, "token_type": device.push.token_type,
-                 "platform": device.push.platform, "event_id": f"call:{call_id}",
-                 "notification": msgspec.to_builtins(notification), "state": "pending", "attempts": 0,
-                 "next_attempt_at": now, "created_at": now}
-                for device in await self.store.devices.push_targets([callee_id]) if device.push is not None]
+        docs = [_delivery(device, f"call:{call_id}", notification, now)
+                for device in await self.store.devices.push_targets([callee_id])]
         if not docs:
             self.metrics["no_device"] += 1
             return 0
-        queued = await self.store.push.enqueue(docs)
-        self.metrics["planned"] += queued
-        if queued:
-            self._wake.set()
-        return queued
+        return await self._queue(docs)
 
     async def _badges(self, user_ids: list[str]) -> dict[str, int]:
         """Total unread count of each user (the app icon's badge)."""
@@ -375,3 +365,12 @@ class PushService:
                                 "next_attempt_at": now + timedelta(seconds=delay)}
         log.error("push: delivery %s failed for good: %s", doc["_id"], outcome.detail)
         return doc["_id"], {"state": "failed", "last_error": outcome.detail}
+
+
+def _delivery(device: Any, event_id: str, notification: rules.Notification, now: datetime) -> dict[str, Any]:
+    """The outbox document of one notification to one device (``_id`` de-duplicates per device and event)."""
+    assert device.push is not None
+    return {"_id": f"{device.id}|{event_id}", "device_id": device.id, "user_id": device.user_id,
+            "provider": device.push.provider, "token": device.push.token, "token_type": device.push.token_type,
+            "platform": device.push.platform, "event_id": event_id, "notification": msgspec.to_builtins(notification),
+            "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
